@@ -1,0 +1,73 @@
+"""Run configuration: one plain dataclass; method hyperparameters live in ``options``.
+
+The defaults are the authors' Fashion-MNIST command (lenet, lr 0.05, wd 1e-3, SGD 0.9,
+cosine to 0.01*lr, 256 labelled + 256 unlabelled per step, 500 epochs, seed 123).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from spmi.options import option, validate
+
+
+@dataclass
+class TrainConfig:
+    # data
+    dataset: str = option("fmnist", "dataset name")
+    data_root: str | None = option(None, "folder holding the dataset files (default: per dataset)")
+    download: bool = option(False, "let torchvision download a missing dataset")
+    labelled: int = option(4000, "number of partially labelled images l (l/c per class)", min=1)
+    partial_rate: float = option(0.3, "flipping probability p of each wrong label",
+                                 min_exclusive=0.0, max_exclusive=1.0)
+    val_size: int = option(5000, "images held out of training for validation (0: paper protocol)", min=0)
+    include_labelled: bool = option(True, "the unlabelled set includes the labelled images (authors' protocol)")
+    unlabelled_size: int | None = option(None, "use a seeded random subset of this many unlabelled images", min=1)
+    # model and method
+    model: str | None = option(None, "network (default: the dataset's: lenet, wrn_28_2, wrn_28_8)")
+    method: str = option("spmi", "training method")
+    options: dict[str, Any] = field(default_factory=dict, metadata={"help": "method hyperparameters"})
+    # optimisation
+    epochs: int = option(500, "training epochs", min=1)
+    batch_size: int = option(256, "labelled and unlabelled images per step (each)", min=1)
+    lr: float = option(0.05, "initial learning rate", min_exclusive=0.0)
+    lr_min_ratio: float = option(0.01, "cosine schedule ends at lr * this", min=0.0, max=1.0)
+    momentum: float = option(0.9, "SGD momentum", min=0.0, max_exclusive=1.0)
+    weight_decay: float = option(1e-3, "SGD weight decay (paper: 5e-4, authors' code: 1e-3)", min=0.0)
+    # execution
+    precision: str = option("fp32", "fp32, or bf16 autocast", choices=("fp32", "bf16"))
+    channels_last: bool | None = option(None, "channels_last memory format (default: on for CUDA)")
+    eval_every: int = option(1, "evaluate validation and test accuracy every N epochs", min=1)
+    eval_batch_size: int = option(1024, "batch size of evaluation and label-channel passes", min=1)
+    device: str = option("auto", "cpu, cuda, cuda:N or auto")
+    seed: int = option(123, "seed of the split, partial labels, initialisation and sampling")
+    out: str | None = option(None, "run folder: metrics.jsonl, checkpoint.pt")
+    checkpoint_every: int = option(1, "write the checkpoint every N epochs (and at the end)", min=1)
+    progress: bool = option(False, "show a per-epoch progress bar")
+
+    def validate(self) -> None:
+        validate(self)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+CONFIG_FIELDS = frozenset(f.name for f in dataclasses.fields(TrainConfig))
+
+
+def config_from_flat(values: dict[str, Any], base: TrainConfig | None = None) -> TrainConfig:
+    """Overlay a flat ``{name: value}`` dict on ``base``: names of TrainConfig fields set
+    those fields, any other name is a method option (how search spaces address both)."""
+    cfg = dataclasses.replace(base) if base is not None else TrainConfig()
+    options = dict(cfg.options)
+    for key, value in values.items():
+        if key == "options":
+            options.update(value)
+        elif key in CONFIG_FIELDS:
+            setattr(cfg, key, value)
+        else:
+            options[key] = value
+    cfg.options = options
+    return cfg

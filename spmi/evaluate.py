@@ -1,0 +1,27 @@
+"""Batched inference: accuracy of a model on a labelled image tensor."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+
+import torch
+from torch import Tensor, nn
+
+
+@torch.no_grad()
+def accuracy(model: nn.Module, images: Tensor, labels: Tensor, prepare: Callable[[Tensor], Tensor],
+             batch_size: int, autocast: Callable[[], AbstractContextManager]) -> float:
+    """Share of ``images`` (uint8, on the model's device) whose argmax equals ``labels``."""
+    if len(images) == 0:
+        return float("nan")
+    was_training = model.training
+    model.eval()
+    correct = torch.zeros((), dtype=torch.int64, device=images.device)
+    for start in range(0, len(images), batch_size):
+        x = prepare(images[start:start + batch_size])
+        with autocast():
+            pred = model(x).argmax(dim=1)
+        correct += (pred == labels[start:start + batch_size]).sum()
+    model.train(was_training)
+    return correct.item() / len(images)

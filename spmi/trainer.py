@@ -1,0 +1,246 @@
+"""The training loop shared by every method.
+
+Data stay on the device as uint8; each step augments its batch there. Per epoch: the
+method's epoch hook (SPMI's label channel), ceil(max(l, N_u)/B) steps of B labelled +
+B unlabelled images, evaluation, a metrics record for the callbacks, a checkpoint.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from spmi import checkpoint as ckpt
+from spmi.augment import Augmenter
+from spmi.comm import Comm
+from spmi.config import TrainConfig
+from spmi.data import ImageData, SSPLLSplit, make_split
+from spmi.device import resolve_device
+from spmi.evaluate import accuracy
+from spmi.methods import get_method
+from spmi.methods.base import Batch, MethodContext
+from spmi.models import create_model
+from spmi.optim import build_optimizer, cosine_lr, set_lr
+from spmi.options import build
+from spmi.sampling import CyclicSampler
+
+Callback = Callable[[dict[str, Any], "Trainer"], None]
+CHECKPOINT_NAME = "checkpoint.pt"
+# config fields that may differ between a run and its resumption
+RESUMABLE_CHANGES = frozenset({"out", "progress", "device", "checkpoint_every", "data_root", "download",
+                               "eval_batch_size", "eval_every", "epochs"})
+
+
+def subsample_unlabelled(split: SSPLLSplit, size: int | None, seed: int) -> SSPLLSplit:
+    """Keep a seeded random subset of ``size`` unlabelled images (all when None)."""
+    if size is None or size >= len(split.unlabelled_idx):
+        return split
+    g = torch.Generator().manual_seed(seed + 7)
+    keep = torch.randperm(len(split.unlabelled_idx), generator=g)[:size].sort().values
+    return dataclasses.replace(split, unlabelled_idx=split.unlabelled_idx[keep])
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig, data: ImageData, callbacks: Iterable[Callback] = (),
+                 comm: Comm | None = None, split: SSPLLSplit | None = None):
+        cfg.validate()
+        self.cfg, self.data, self.comm = cfg, data, comm or Comm()
+        self.callbacks = list(callbacks)
+        self.device = resolve_device(cfg.device)
+        info = data.info
+        self.num_classes = info.num_classes
+        method_cls = get_method(cfg.method)
+        opts = build(method_cls.Options, cfg.options, cfg.method)
+
+        self.split = split or subsample_unlabelled(
+            make_split(data.train_y, info.num_classes, cfg.labelled, cfg.partial_rate, cfg.val_size,
+                       cfg.seed, cfg.include_labelled), cfg.unlabelled_size, cfg.seed)
+        dev = self.device
+        self.train_x = data.train_x.to(dev)
+        self.train_y = data.train_y.to(dev)
+        self.test_x, self.test_y = data.test_x.to(dev), data.test_y.to(dev)
+        self.lab_idx = self.split.labelled_idx.to(dev)
+        self.unl_idx = self.split.unlabelled_idx.to(dev)
+        self.val_idx = self.split.val_idx.to(dev)
+
+        torch.manual_seed(cfg.seed)
+        self.model = create_model(cfg.model or info.model, info.num_classes, info.channels).to(dev)
+        self.channels_last = cfg.channels_last if cfg.channels_last is not None else dev.type == "cuda"
+        if self.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.optimizer = build_optimizer(self.model, cfg.lr, cfg.momentum, cfg.weight_decay)
+        self.augmenter = Augmenter(info.mean, info.std, info.policy)
+
+        lookup = torch.full((len(data.train_y),), -1, dtype=torch.int64, device=dev)
+        lookup[self.lab_idx] = torch.arange(len(self.lab_idx), device=dev)
+        self.method = method_cls(opts, MethodContext(
+            num_classes=info.num_classes, device=dev, candidates=self.split.candidates.to(dev),
+            lab_targets=self.train_y[self.lab_idx], unl_targets=self.train_y[self.unl_idx],
+            unl_to_lab=lookup[self.unl_idx], epochs=cfg.epochs, comm=self.comm))
+
+        self.sample_gen = torch.Generator().manual_seed(cfg.seed + 1)
+        self.aug_gen = torch.Generator(device=dev).manual_seed(cfg.seed + 2 + 1000 * self.comm.rank)
+        self.lab_sampler = CyclicSampler(len(self.lab_idx), self.sample_gen)
+        self.unl_sampler = CyclicSampler(len(self.unl_idx), self.sample_gen)
+        self.steps_per_epoch = -(-max(len(self.lab_idx), len(self.unl_idx)) // cfg.batch_size)
+        self.epoch = 0
+        self.last_eval: dict[str, float] = {}
+
+    # -- helpers -------------------------------------------------------------------
+    def autocast(self) -> contextlib.AbstractContextManager:
+        if self.cfg.precision == "bf16":
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def _layout(self, x: Tensor) -> Tensor:
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+    def _view(self, part: str, kind: str, pos: Tensor) -> Tensor:
+        idx = (self.lab_idx if part == "lab" else self.unl_idx)[pos]
+        augment = self.augmenter.weak if kind == "weak" else self.augmenter.strong
+        return self._layout(augment(self.train_x[idx], self.aug_gen))
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    @torch.no_grad()
+    def predict(self, part: str) -> Tensor:
+        """Softmax outputs of the whole labelled or unlabelled set (weak view, eval mode);
+        every rank computes its shard and receives the full, ordered result."""
+        idx = self.comm.shard(self.lab_idx if part == "lab" else self.unl_idx)
+        out = []
+        for chunk in idx.split(self.cfg.eval_batch_size):
+            x = self._layout(self.augmenter.weak(self.train_x[chunk], self.aug_gen))
+            with self.autocast():
+                logits = self.model(x)
+            out.append(torch.softmax(logits.float(), dim=1))
+        probs = torch.cat(out) if out else torch.empty(0, self.num_classes, device=self.device)
+        return self.comm.all_gather_cat(probs)
+
+    def evaluate(self) -> dict[str, float]:
+        def acc(x: Tensor, y: Tensor) -> float:
+            return accuracy(self.model, x, y, lambda b: self._layout(self.augmenter.plain(b)),
+                            self.cfg.eval_batch_size, self.autocast)
+        return {"val/acc": acc(self.train_x[self.val_idx], self.train_y[self.val_idx]),
+                "test/acc": acc(self.test_x, self.test_y)}
+
+    # -- one epoch -----------------------------------------------------------------
+    def train_epoch(self) -> dict[str, Any]:
+        cfg, epoch = self.cfg, self.epoch
+        lr = cosine_lr(epoch, cfg.epochs, cfg.lr, cfg.lr_min_ratio)
+        set_lr(self.optimizer, lr)
+        t0 = time.perf_counter()
+
+        self.model.eval()
+        self.method.epoch_start(epoch, self.predict)
+        self._sync()
+        t1 = time.perf_counter()
+
+        self.model.train()
+        steps, B = self.steps_per_epoch, cfg.batch_size
+        lab_pos = self.lab_sampler.take(steps * B).view(steps, B).to(self.device)
+        unl_pos = self.unl_sampler.take(steps * B).view(steps, B).to(self.device)
+        sums: dict[str, Tensor] = {}
+        bar = _progress(steps, f"epoch {epoch + 1}/{cfg.epochs}", cfg.progress and self.comm.rank == 0)
+        for step in range(steps):
+            batch = Batch(self.comm.shard(lab_pos[step]), self.comm.shard(unl_pos[step]), self._view)
+            with self.autocast():
+                loss, parts = self.method.loss(self.model, batch, epoch)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            for name, value in {"total": loss.detach(), **parts}.items():
+                sums[name] = sums.get(name, 0.0) + value.float()
+            if bar is not None:
+                bar.update(1)
+        if bar is not None:
+            bar.close()
+        losses = {f"loss/{k}": float(self.comm.all_reduce_sum(v / steps)) / self.comm.world_size
+                  for k, v in sums.items()}
+        self._sync()
+        t2 = time.perf_counter()
+
+        last = epoch + 1 == cfg.epochs
+        if (epoch + 1) % cfg.eval_every == 0 or last:
+            self.last_eval = self.evaluate()
+        t3 = time.perf_counter()
+        self.epoch += 1
+        return {"epoch": epoch, "lr": lr, **losses, **self.last_eval, **self.method.diagnostics(),
+                "time/label_channel": t1 - t0, "time/train": t2 - t1, "time/eval": t3 - t2,
+                "seconds": t3 - t0}
+
+    def fit(self) -> dict[str, Any]:
+        """Train until ``cfg.epochs``; returns the last epoch's metrics."""
+        metrics: dict[str, Any] = {}
+        while self.epoch < self.cfg.epochs:
+            metrics = self.train_epoch()
+            if self.cfg.out and self.comm.rank == 0 and (
+                    self.epoch % self.cfg.checkpoint_every == 0 or self.epoch == self.cfg.epochs):
+                self.save(Path(self.cfg.out) / CHECKPOINT_NAME)
+            for callback in self.callbacks:
+                callback(metrics, self)
+        return metrics
+
+    # -- checkpoints ---------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        rng = {"sample": self.sample_gen.get_state(), "aug": self.aug_gen.get_state(),
+               "torch": torch.get_rng_state()}
+        if self.device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state(self.device)
+        return {
+            "version": 1, "config": self.cfg.to_dict(), "epoch": self.epoch, "data_checksum": self.data.checksum,
+            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "method": self.method.state_dict(), "split": dataclasses.asdict(self.split),
+            "samplers": {"lab": self.lab_sampler.state_dict(), "unl": self.unl_sampler.state_dict()},
+            "rng": rng, "last_eval": dict(self.last_eval),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        check_compatible(self.cfg.to_dict(), state["config"])
+        if state["data_checksum"] != self.data.checksum:
+            raise ValueError("the checkpoint was trained on other data (checksum differs); use its dataset files")
+        for name, saved in state["split"].items():
+            if not torch.equal(getattr(self.split, name).cpu(), saved):
+                raise ValueError(f"the checkpoint's data split differs ({name}); resume with the same seed and sizes")
+        self.epoch = int(state["epoch"])
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.method.load_state_dict(state["method"])
+        self.lab_sampler.load_state_dict(state["samplers"]["lab"])
+        self.unl_sampler.load_state_dict(state["samplers"]["unl"])
+        self.sample_gen.set_state(state["rng"]["sample"])
+        self.aug_gen.set_state(state["rng"]["aug"])
+        torch.set_rng_state(state["rng"]["torch"])
+        if "cuda" in state["rng"] and self.device.type == "cuda":
+            torch.cuda.set_rng_state(state["rng"]["cuda"], self.device)
+        self.last_eval = dict(state["last_eval"])
+
+    def save(self, path: str | Path) -> Path:
+        return ckpt.save_atomic(self.state_dict(), path)
+
+    def load(self, path: str | Path) -> None:
+        self.load_state_dict(ckpt.load(path))
+
+
+def check_compatible(current: dict[str, Any], saved: dict[str, Any]) -> None:
+    """A checkpoint resumes only a run with the same result-determining settings."""
+    differ = sorted(k for k in current.keys() | saved.keys()
+                    if k not in RESUMABLE_CHANGES and current.get(k) != saved.get(k))
+    if differ:
+        detail = ", ".join(f"{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in differ)
+        raise ValueError(f"cannot resume: the checkpoint was made with other settings ({detail})")
+
+
+def _progress(total: int, desc: str, enabled: bool):
+    if not enabled:
+        return None
+    from tqdm import tqdm
+    return tqdm(total=total, desc=desc, leave=False, dynamic_ncols=True)
