@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         ckpt_path = Path(cfg.out) / CHECKPOINT_NAME if cfg.out else None
         if args.resume and not ckpt_path.exists():
             raise ValueError(f"--resume: no checkpoint at {ckpt_path}; run without --resume to start")
-        data = load_dataset(cfg.dataset, cfg.data_root, download=cfg.download)
+        data = load_dataset(cfg.dataset, cfg.data_root, download=cfg.download, verify=cfg.verify_data)
         check_split_args(len(data.train_y), data.info.num_classes, cfg.labelled, cfg.partial_rate, cfg.val_size)
         trainer = Trainer(cfg, data)
         if args.resume:

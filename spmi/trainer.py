@@ -34,7 +34,7 @@ from spmi.sampling import CyclicSampler
 Callback = Callable[[dict[str, Any], "Trainer"], None]
 CHECKPOINT_NAME = "checkpoint.pt"
 # config fields that may differ between a run and its resumption
-RESUMABLE_CHANGES = frozenset({"out", "progress", "device", "checkpoint_every", "data_root", "download",
+RESUMABLE_CHANGES = frozenset({"out", "progress", "device", "checkpoint_every", "data_root", "download", "verify_data",
                                "eval_batch_size", "eval_every", "epochs"})
 
 
@@ -72,7 +72,7 @@ class Trainer:
 
         torch.manual_seed(cfg.seed)
         self.model = create_model(cfg.model or info.model, info.num_classes, info.channels).to(dev)
-        self.channels_last = cfg.channels_last if cfg.channels_last is not None else dev.type == "cuda"
+        self.channels_last = cfg.channels_last
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.optimizer = build_optimizer(self.model, cfg.lr, cfg.momentum, cfg.weight_decay)

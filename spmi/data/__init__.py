@@ -1,0 +1,21 @@
+"""Datasets: metadata, on-disk formats, sources and the SSPLL split."""
+
+from .formats import verify_files
+from .registry import DATASETS, DataError, DatasetInfo, get_info
+from .sources import ImageData, default_root, load_dataset
+from .split import SSPLLSplit, check_split_args, make_split, uniform_partial_labels
+
+__all__ = [
+    "DATASETS",
+    "DataError",
+    "DatasetInfo",
+    "ImageData",
+    "SSPLLSplit",
+    "check_split_args",
+    "default_root",
+    "get_info",
+    "load_dataset",
+    "make_split",
+    "uniform_partial_labels",
+    "verify_files",
+]
