@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import time
+import warnings
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -75,6 +76,9 @@ class Trainer:
         self.channels_last = cfg.channels_last
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
+        if cfg.precision == "bf16" and dev.type == "cpu" and not cpu_has_native_bf16():
+            warnings.warn("bf16 on this CPU has no native support (no AVX512-BF16/AMX) and runs far slower "
+                          "than fp32; use --precision fp32", stacklevel=2)
         self.optimizer = build_optimizer(self.model, cfg.lr, cfg.momentum, cfg.weight_decay)
         self.augmenter = Augmenter(info.mean, info.std, info.policy)
 
@@ -237,6 +241,18 @@ def check_compatible(current: dict[str, Any], saved: dict[str, Any]) -> None:
     if differ:
         detail = ", ".join(f"{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in differ)
         raise ValueError(f"cannot resume: the checkpoint was made with other settings ({detail})")
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether PyTorch's CPU kernels run bf16 natively here (AVX512-BF16 or AMX)."""
+    return torch.backends.cpu.get_cpu_capability() in ("AVX512_BF16", "AMX") or _cpu_flag("avx512_bf16")
+
+
+def _cpu_flag(flag: str) -> bool:
+    try:
+        return flag in Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
 
 
 def _progress(total: int, desc: str, enabled: bool):

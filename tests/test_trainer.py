@@ -1,0 +1,143 @@
+"""The trainer end to end on tiny generated Fashion-MNIST files: every method steps,
+checkpoints and resumes bitwise; seeds fix the run; metrics records are complete."""
+
+import dataclasses
+
+import pytest
+import torch
+
+from datagen import write_idx_fmnist
+from spmi.config import TrainConfig
+from spmi.data import load_dataset
+from spmi.methods import list_methods
+from spmi.records import JsonlWriter, read_jsonl
+from spmi.trainer import Trainer
+
+# options that make each method's per-epoch machinery run within 4 epochs
+METHOD_OPTIONS = {
+    "spmi": {"warmup": 1, "tau": 0.5, "tau_u": 0.5},
+    "pop_fixmatch": {"pop_start": 1, "pop_every": 1, "pop_window": 2, "fixmatch_threshold": 0.15},
+    "proden_fixmatch": {"fixmatch_threshold": 0.15},
+    "cc_fixmatch": {"fixmatch_threshold": 0.15},
+}
+TIMING = ("time/label_channel", "time/train", "time/eval", "seconds")
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("fmnist")
+    write_idx_fmnist(root, n_train=400, n_test=60)
+    return load_dataset("fmnist", root, verify=False)
+
+
+def config(method="spmi", **kw):
+    base = dict(dataset="fmnist", labelled=20, val_size=40, unlabelled_size=96, batch_size=16,
+                epochs=4, eval_batch_size=64, method=method, options=METHOD_OPTIONS.get(method, {}))
+    return TrainConfig(**{**base, **kw})
+
+
+def strip(metrics):
+    return {k: v for k, v in metrics.items() if k not in TIMING}
+
+
+def run(cfg, data, trainer=None, epochs=None):
+    trainer = trainer or Trainer(cfg, data)
+    records = []
+    for _ in range(epochs or cfg.epochs - trainer.epoch):
+        records.append(strip(trainer.train_epoch()))
+    return trainer, records
+
+
+def assert_same_state(a: Trainer, b: Trainer):
+    for (name, x), (_, y) in zip(a.model.state_dict().items(), b.model.state_dict().items(), strict=True):
+        assert torch.equal(x, y), name
+    for name, x in a.method.state_dict().items():
+        y = b.method.state_dict()[name]
+        assert torch.equal(x, y) if isinstance(x, torch.Tensor) else x == y, name
+
+
+@pytest.mark.parametrize("method", list_methods())
+def test_resume_is_bitwise(method, data, tmp_path):
+    full, full_records = run(config(method), data)
+    first, first_records = run(config(method), data, epochs=2)
+    path = first.save(tmp_path / "ck.pt")
+    resumed = Trainer(config(method), data)
+    resumed.load(path)
+    assert resumed.epoch == 2
+    _, rest = run(config(method), data, trainer=resumed)
+    assert first_records + rest == full_records
+    assert_same_state(full, resumed)
+
+
+def test_spmi_label_channel_runs_after_warmup(data):
+    _, records = run(config("spmi"), data)
+    assert "cand/unl_size" not in records[0] and "loss/unl" not in records[0]
+    for r in records[1:]:
+        assert 1.0 <= r["cand/unl_size"] <= 10.0 and r["loss/unl"] > 0
+        assert len(r["prior"]) == 10 and abs(sum(r["prior"]) - 1) < 1e-4
+    assert {"val/acc", "test/acc", "lr", "loss/total", "cand/lab_size", "cand/lab_coverage"} <= set(records[-1])
+
+
+def test_same_seed_same_run_other_seed_differs(data):
+    _, a = run(config(epochs=2), data)
+    _, b = run(config(epochs=2), data)
+    _, c = run(config(epochs=2, seed=7), data)
+    assert a == b
+    assert a != c
+
+
+def test_split_is_held_out_and_subsampled(data):
+    t = Trainer(config(), data)
+    assert len(t.unl_idx) == 96 and len(t.lab_idx) == 20 and len(t.val_idx) == 40
+    assert not set(t.val_idx.tolist()) & (set(t.unl_idx.tolist()) | set(t.lab_idx.tolist()))
+    assert t.steps_per_epoch == 6  # ceil(max(20, 96) / 16)
+
+
+def test_resume_refuses_other_settings(data, tmp_path):
+    t, _ = run(config(), data, epochs=1)
+    path = t.save(tmp_path / "ck.pt")
+    other = Trainer(config(lr=0.01), data)
+    with pytest.raises(ValueError, match=r"cannot resume.*lr: 0.05 -> 0.01"):
+        other.load(path)
+    other_seed = Trainer(config(seed=5), data)
+    with pytest.raises(ValueError, match="seed"):
+        other_seed.load(path)
+
+
+def test_checkpoint_written_each_epoch_and_metrics_file(data, tmp_path):
+    cfg = config(epochs=2, out=str(tmp_path / "run"))
+    t = Trainer(cfg, data, callbacks=[JsonlWriter(tmp_path / "run" / "metrics.jsonl")])
+    t.fit()
+    state = torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)
+    assert state["epoch"] == 2
+    lines = read_jsonl(tmp_path / "run" / "metrics.jsonl")
+    assert [r["epoch"] for r in lines] == [0, 1]
+    # a resumed writer drops the records of epochs about to be re-run
+    JsonlWriter(tmp_path / "run" / "metrics.jsonl", start_epoch=1)
+    assert [r["epoch"] for r in read_jsonl(tmp_path / "run" / "metrics.jsonl")] == [0]
+
+
+def test_eval_every_carries_last_evaluation(data):
+    _, records = run(config(epochs=3, eval_every=2), data)
+    assert "val/acc" not in records[0]
+    assert records[2]["val/acc"] is not None  # the last epoch always evaluates
+
+
+def test_bf16_runs(data):
+    cfg = dataclasses.replace(config(epochs=1, unlabelled_size=32, labelled=10), precision="bf16")
+    with pytest.warns(UserWarning, match="bf16") if not _native_bf16() else _nullcontext():
+        _, records = run(cfg, data)
+    assert records[0]["loss/total"] > 0
+
+
+def _native_bf16():
+    from spmi.trainer import cpu_has_native_bf16
+    return cpu_has_native_bf16()
+
+
+class _nullcontext:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        return False
