@@ -115,7 +115,7 @@ class Trainer:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def predict(self, part: str) -> Tensor:
         """Softmax outputs of the whole labelled or unlabelled set (weak view, eval mode);
         every rank computes its shard and receives the full, ordered result."""
