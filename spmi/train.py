@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from spmi.cli_options import add_dataclass_flags
+from spmi.cli_options import OneLineParser, add_dataclass_flags
 from spmi.config import TrainConfig, config_from_flat
 from spmi.data import DATASETS, DataError, check_split_args, get_info, load_dataset
 from spmi.device import resolve_device
@@ -23,7 +23,7 @@ from spmi.trainer import CHECKPOINT_NAME, Trainer
 
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, list[str]]]:
     methods = list_methods()
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="python -m spmi.train",
         description="Train one semi-supervised partial-label model (SPMI or a baseline).",
         epilog=f"datasets: {', '.join(sorted(DATASETS))}; methods: {', '.join(methods)}; "
