@@ -10,11 +10,10 @@ from torch import Tensor, nn
 
 
 @torch.no_grad()
-def accuracy(model: nn.Module, images: Tensor, labels: Tensor, prepare: Callable[[Tensor], Tensor],
-             batch_size: int, autocast: Callable[[], AbstractContextManager]) -> float:
-    """Share of ``images`` (uint8, on the model's device) whose argmax equals ``labels``."""
-    if len(images) == 0:
-        return float("nan")
+def count_correct(model: nn.Module, images: Tensor, labels: Tensor, prepare: Callable[[Tensor], Tensor],
+                  batch_size: int, autocast: Callable[[], AbstractContextManager]) -> Tensor:
+    """Number of ``images`` (uint8, on the model's device) whose argmax equals ``labels``
+    (an int64 scalar tensor on that device)."""
     was_training = model.training
     model.eval()
     correct = torch.zeros((), dtype=torch.int64, device=images.device)
@@ -24,4 +23,12 @@ def accuracy(model: nn.Module, images: Tensor, labels: Tensor, prepare: Callable
             pred = model(x).argmax(dim=1)
         correct += (pred == labels[start:start + batch_size]).sum()
     model.train(was_training)
-    return correct.item() / len(images)
+    return correct
+
+
+def accuracy(model: nn.Module, images: Tensor, labels: Tensor, prepare: Callable[[Tensor], Tensor],
+             batch_size: int, autocast: Callable[[], AbstractContextManager]) -> float:
+    """Share of ``images`` (uint8, on the model's device) whose argmax equals ``labels``."""
+    if len(images) == 0:
+        return float("nan")
+    return count_correct(model, images, labels, prepare, batch_size, autocast).item() / len(images)

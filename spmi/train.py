@@ -1,24 +1,34 @@
 """Single-run CLI: ``python -m spmi.train --dataset fmnist --method spmi --out runs/x``.
 
-Bad input is one line on stderr (exit 2) before any training starts.
+Bad input is one line on stderr (exit 2) before any training starts. ``--workers N``
+trains one DDP process per worker (gloo on CPU, NCCL with one GPU each on CUDA); so does
+a torchrun launch. Rank 0 prints and writes the records and the checkpoint.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from spmi.cli_options import OneLineParser, add_dataclass_flags
+from spmi.comm import Comm
 from spmi.config import TrainConfig, config_from_flat
 from spmi.data import DATASETS, DataError, check_split_args, get_info, load_dataset
 from spmi.device import resolve_device
+from spmi.distributed import assert_in_sync, destroy, init_from_env, spawn
 from spmi.methods import get_method, list_methods
 from spmi.models import list_models
 from spmi.options import build
 from spmi.records import JsonlWriter, summary_line
 from spmi.trainer import CHECKPOINT_NAME, Trainer
+
+CLI_ONLY = frozenset({"resume", "no_progress", "workers", "no_sync_bn", "check_sync"})
 
 
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, list[str]]]:
@@ -32,6 +42,13 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, list[str]]]:
     add_dataclass_flags(run, TrainConfig, skip=frozenset({"options", "progress"}))
     run.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
     run.add_argument("--no-progress", action="store_true", help="no per-epoch progress bar")
+    ddp = parser.add_argument_group("multi-process (DDP)")
+    ddp.add_argument("--workers", type=int, default=1, metavar="N",
+                     help="worker processes (CUDA: one GPU each, NCCL; CPU: gloo) (default: 1)")
+    ddp.add_argument("--no-sync-bn", action="store_true",
+                     help="per-worker BatchNorm statistics (default: over the global batch)")
+    ddp.add_argument("--check-sync", action="store_true",
+                     help="check after every epoch that all workers hold identical state")
     seen: set[str] = set()
     owners: dict[str, list[str]] = {}
     for name in methods:
@@ -44,7 +61,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, list[str]]]:
 
 
 def config_from_args(args: argparse.Namespace, owners: dict[str, list[str]]) -> TrainConfig:
-    given: dict[str, Any] = {k: v for k, v in vars(args).items() if k not in ("resume", "no_progress")}
+    given: dict[str, Any] = {k: v for k, v in vars(args).items() if k not in CLI_ONLY}
     cfg = config_from_flat(given)
     cfg.progress = not args.no_progress
     method_cls = get_method(cfg.method)
@@ -69,12 +86,27 @@ def check_config(cfg: TrainConfig) -> None:
     resolve_device(cfg.device)
 
 
+def check_workers(workers: int, device: str) -> None:
+    if workers < 1:
+        raise ValueError(f"--workers {workers} must be at least 1")
+    if workers > 1 and torchrun_world() > 1:
+        raise ValueError("--workers under a torchrun launch: let torchrun start the workers")
+    if workers > 1 and resolve_device(device).type == "cuda" and workers > torch.cuda.device_count():
+        raise ValueError(f"--workers {workers} needs one GPU each; {torch.cuda.device_count()} available")
+
+
+def torchrun_world() -> int:
+    """World size of a torchrun-style launch (1 when not launched so)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser, owners = build_parser()
     args = parser.parse_args(argv)
     try:
         cfg = config_from_args(args, owners)
         check_config(cfg)
+        check_workers(args.workers, cfg.device)
         if args.resume and not cfg.out:
             raise ValueError("--resume needs --out, the folder of the run to continue")
         ckpt_path = Path(cfg.out) / CHECKPOINT_NAME if cfg.out else None
@@ -82,18 +114,51 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError(f"--resume: no checkpoint at {ckpt_path}; run without --resume to start")
         data = load_dataset(cfg.dataset, cfg.data_root, download=cfg.download, verify=cfg.verify_data)
         check_split_args(len(data.train_y), data.info.num_classes, cfg.labelled, cfg.partial_rate, cfg.val_size)
-        trainer = Trainer(cfg, data)
-        if args.resume:
-            trainer.load(ckpt_path)
     except (ValueError, DataError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    if cfg.out:
-        trainer.callbacks.append(JsonlWriter(Path(cfg.out) / "metrics.jsonl", start_epoch=trainer.epoch))
-    trainer.callbacks.append(lambda m, t: print(summary_line(m, cfg.epochs), flush=True))
-    print(f"{cfg.method} on {cfg.dataset}: l={cfg.labelled} p={cfg.partial_rate} "
-          f"N_u={len(trainer.unl_idx)} val={len(trainer.val_idx)} device={trainer.device} "
-          f"steps/epoch={trainer.steps_per_epoch} start epoch={trainer.epoch}", flush=True)
+    run_args = (args.resume, not args.no_sync_bn, args.check_sync)
+    device_type = resolve_device(cfg.device).type
+    if args.workers > 1:
+        del data  # each worker loads its own copy
+        return max(spawn(worker, args.workers, cfg, *run_args, device_type=device_type))
+    if torchrun_world() > 1:
+        comm = init_from_env(device_type)
+        try:
+            return worker(comm, cfg, *run_args)
+        finally:
+            destroy()
+    return run(Comm(), cfg, data, *run_args)
+
+
+def worker(comm: Comm, cfg: TrainConfig, resume: bool, sync_bn: bool, check_sync: bool) -> int:
+    """One DDP worker: its GPU (CUDA), the data (checked by the launcher), the run."""
+    if resolve_device(cfg.device).type == "cuda":
+        cfg = dataclasses.replace(cfg, device=f"cuda:{torch.cuda.current_device()}")
+    data = load_dataset(cfg.dataset, cfg.data_root, download=False, verify=False)
+    return run(comm, cfg, data, resume, sync_bn, check_sync)
+
+
+def run(comm: Comm, cfg: TrainConfig, data: Any, resume: bool, sync_bn: bool, check_sync: bool) -> int:
+    """Build the trainer (resuming if asked) and train; rank 0 reports. Exit status."""
+    try:
+        trainer = Trainer(cfg, data, comm=comm, sync_bn=sync_bn)
+        if resume:
+            trainer.load(Path(cfg.out) / CHECKPOINT_NAME)
+    except (ValueError, DataError) as err:  # the same on every rank
+        if comm.rank == 0:
+            print(f"error: {err}", file=sys.stderr)
+        return 2
+    if check_sync and comm.world_size > 1:
+        trainer.callbacks.append(lambda m, t: assert_in_sync(t))
+    if comm.rank == 0:
+        if cfg.out:
+            trainer.callbacks.append(JsonlWriter(Path(cfg.out) / "metrics.jsonl", start_epoch=trainer.epoch))
+        trainer.callbacks.append(lambda m, t: print(summary_line(m, cfg.epochs), flush=True))
+        workers = f" workers={comm.world_size}" if comm.world_size > 1 else ""
+        print(f"{cfg.method} on {cfg.dataset}: l={cfg.labelled} p={cfg.partial_rate} "
+              f"N_u={len(trainer.unl_idx)} val={len(trainer.val_idx)} device={trainer.device}{workers} "
+              f"steps/epoch={trainer.steps_per_epoch} start epoch={trainer.epoch}", flush=True)
     trainer.fit()
     return 0
 

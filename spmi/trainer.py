@@ -3,6 +3,11 @@
 Data stay on the device as uint8; each step augments its batch there. Per epoch: the
 method's epoch hook (SPMI's label channel), ceil(max(l, N_u)/B) steps of B labelled +
 B unlabelled images, evaluation, a metrics record for the callbacks, a checkpoint.
+
+With a ``DistComm`` (several processes) every rank draws the same global batches and
+takes its shard; the network is wrapped in DDP (``step_model``) with synchronised
+BatchNorm; label-channel passes and evaluation are sharded and gathered / reduced, so
+every rank holds the same state and metrics; rank 0 writes the checkpoint.
 """
 
 from __future__ import annotations
@@ -24,7 +29,8 @@ from spmi.comm import Comm
 from spmi.config import TrainConfig
 from spmi.data import ImageData, SSPLLSplit, make_split
 from spmi.device import resolve_device
-from spmi.evaluate import accuracy
+from spmi.distributed import distribute_model
+from spmi.evaluate import count_correct
 from spmi.methods import get_method
 from spmi.methods.base import Batch, MethodContext
 from spmi.models import create_model
@@ -49,8 +55,12 @@ def subsample_unlabelled(split: SSPLLSplit, size: int | None, seed: int) -> SSPL
 
 
 class Trainer:
+    """``model`` is the network (saved, evaluated, used by the label-channel pass);
+    ``step_model`` is what training steps call: its DDP wrapper under several processes
+    (``sync_bn``: BatchNorm statistics over the global batch), ``model`` otherwise."""
+
     def __init__(self, cfg: TrainConfig, data: ImageData, callbacks: Iterable[Callback] = (),
-                 comm: Comm | None = None, split: SSPLLSplit | None = None):
+                 comm: Comm | None = None, split: SSPLLSplit | None = None, sync_bn: bool = True):
         cfg.validate()
         self.cfg, self.data, self.comm = cfg, data, comm or Comm()
         self.callbacks = list(callbacks)
@@ -76,6 +86,9 @@ class Trainer:
         self.channels_last = cfg.channels_last
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
+        self.step_model: torch.nn.Module = self.model
+        if self.comm.world_size > 1:
+            self.model, self.step_model = distribute_model(self.model, dev, sync_bn)
         if cfg.precision == "bf16" and dev.type == "cpu" and not cpu_has_native_bf16():
             warnings.warn("bf16 on this CPU has no native support (no AVX512-BF16/AMX) and runs far slower "
                           "than fp32; use --precision fp32", stacklevel=2)
@@ -129,12 +142,24 @@ class Trainer:
         probs = torch.cat(out) if out else torch.empty(0, self.num_classes, device=self.device)
         return self.comm.all_gather_cat(probs)
 
+    def _accuracy(self, x: Tensor, y: Tensor) -> float:
+        """Accuracy on (x, y); each rank counts its shard, the counts are summed."""
+        if len(y) == 0:
+            return float("nan")
+        shard = self.comm.shard
+        correct = count_correct(self.model, shard(x), shard(y), lambda b: self._layout(self.augmenter.plain(b)),
+                                self.cfg.eval_batch_size, self.autocast)
+        return int(self.comm.all_reduce_sum(correct)) / len(y)
+
     def evaluate(self) -> dict[str, float]:
-        def acc(x: Tensor, y: Tensor) -> float:
-            return accuracy(self.model, x, y, lambda b: self._layout(self.augmenter.plain(b)),
-                            self.cfg.eval_batch_size, self.autocast)
-        return {"val/acc": acc(self.train_x[self.val_idx], self.train_y[self.val_idx]),
-                "test/acc": acc(self.test_x, self.test_y)}
+        return {"val/acc": self._accuracy(self.train_x[self.val_idx], self.train_y[self.val_idx]),
+                "test/acc": self._accuracy(self.test_x, self.test_y)}
+
+    def _sync_buffers(self) -> None:
+        """Give every rank rank 0's BatchNorm buffers (differ only without sync_bn)."""
+        if self.comm.world_size > 1:
+            for buf in self.model.buffers():
+                self.comm.broadcast_(buf)
 
     # -- one epoch -----------------------------------------------------------------
     def train_epoch(self) -> dict[str, Any]:
@@ -143,12 +168,12 @@ class Trainer:
         set_lr(self.optimizer, lr)
         t0 = time.perf_counter()
 
-        self.model.eval()
+        self.step_model.eval()
         self.method.epoch_start(epoch, self.predict)
         self._sync()
         t1 = time.perf_counter()
 
-        self.model.train()
+        self.step_model.train()
         steps, B = self.steps_per_epoch, cfg.batch_size
         lab_pos = self.lab_sampler.take(steps * B).view(steps, B).to(self.device)
         unl_pos = self.unl_sampler.take(steps * B).view(steps, B).to(self.device)
@@ -157,7 +182,7 @@ class Trainer:
         for step in range(steps):
             batch = Batch(self.comm.shard(lab_pos[step]), self.comm.shard(unl_pos[step]), self._view)
             with self.autocast():
-                loss, parts = self.method.loss(self.model, batch, epoch)
+                loss, parts = self.method.loss(self.step_model, batch, epoch)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
@@ -169,6 +194,7 @@ class Trainer:
             bar.close()
         losses = {f"loss/{k}": float(self.comm.all_reduce_sum(v / steps)) / self.comm.world_size
                   for k, v in sums.items()}
+        self._sync_buffers()
         self._sync()
         t2 = time.perf_counter()
 
@@ -186,8 +212,7 @@ class Trainer:
         metrics: dict[str, Any] = {}
         while self.epoch < self.cfg.epochs:
             metrics = self.train_epoch()
-            if self.cfg.out and self.comm.rank == 0 and (
-                    self.epoch % self.cfg.checkpoint_every == 0 or self.epoch == self.cfg.epochs):
+            if self.cfg.out and (self.epoch % self.cfg.checkpoint_every == 0 or self.epoch == self.cfg.epochs):
                 self.save(Path(self.cfg.out) / CHECKPOINT_NAME)
             for callback in self.callbacks:
                 callback(metrics, self)
@@ -199,6 +224,8 @@ class Trainer:
                "torch": torch.get_rng_state()}
         if self.device.type == "cuda":
             rng["cuda"] = torch.cuda.get_rng_state(self.device)
+        if self.comm.world_size > 1:  # each rank's augmentation stream
+            rng["aug_ranks"] = self.comm.all_gather_cat(rng["aug"].unsqueeze(0))
         return {
             "version": 1, "config": self.cfg.to_dict(), "epoch": self.epoch, "data_checksum": self.data.checksum,
             "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
@@ -221,14 +248,29 @@ class Trainer:
         self.lab_sampler.load_state_dict(state["samplers"]["lab"])
         self.unl_sampler.load_state_dict(state["samplers"]["unl"])
         self.sample_gen.set_state(state["rng"]["sample"])
-        self.aug_gen.set_state(state["rng"]["aug"])
+        self._load_aug_state(state["rng"])
         torch.set_rng_state(state["rng"]["torch"])
         if "cuda" in state["rng"] and self.device.type == "cuda":
             torch.cuda.set_rng_state(state["rng"]["cuda"], self.device)
         self.last_eval = dict(state["last_eval"])
 
+    def _load_aug_state(self, rng: dict[str, Tensor]) -> None:
+        """This rank's augmentation stream; from a checkpoint of another world size rank 0
+        takes the saved rank 0 stream and the other ranks keep their own seeding."""
+        per_rank = rng.get("aug_ranks")
+        if per_rank is not None and len(per_rank) == self.comm.world_size:
+            self.aug_gen.set_state(per_rank[self.comm.rank].clone())
+        elif self.comm.rank == 0:
+            self.aug_gen.set_state(rng["aug"])
+
     def save(self, path: str | Path) -> Path:
-        return ckpt.save_atomic(self.state_dict(), path)
+        """Write the checkpoint. Collective under several processes: every rank calls it,
+        rank 0 writes, and it returns once the file is in place."""
+        state = self.state_dict()
+        if self.comm.rank == 0:
+            ckpt.save_atomic(state, path)
+        self.comm.barrier()
+        return Path(path)
 
     def load(self, path: str | Path) -> None:
         self.load_state_dict(ckpt.load(path))

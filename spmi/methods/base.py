@@ -64,11 +64,14 @@ class Method:
 
     A subclass sets ``name`` and ``Options`` (a dataclass of its hyperparameters), lists
     its per-run tensors in ``state_names`` (saved in checkpoints) and implements ``loss``.
+    Under DDP every rank must hold the same state, except the names in ``rank_local``
+    (per-rank counters, all-reduced when reported).
     """
 
     name: ClassVar[str]
     Options: ClassVar[type]
     state_names: ClassVar[tuple[str, ...]] = ()
+    rank_local: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, opts: Any, ctx: MethodContext):
         self.opts, self.ctx = opts, ctx

@@ -90,6 +90,7 @@ class FixMatchPLL(Method):
 
     Options = FixMatchOptions
     state_names: tuple[str, ...] = ("fm_counts",)
+    rank_local = ("fm_counts",)
 
     def __init__(self, opts: Any, ctx: MethodContext):
         super().__init__(opts, ctx)
