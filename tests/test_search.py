@@ -1,0 +1,222 @@
+"""End to end: the search CLI on tiny generated Fashion-MNIST files (CPU, local Ray
+started by the search itself), its MLflow records, a SIGKILLed driver resumed, and
+bad input refused before Ray starts."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import datagen
+import pytest
+
+from spmi.config import TrainConfig
+from spmi.methods.spmi import SPMIOptions
+from tuning import search
+
+SEARCH = Path(search.__file__).resolve()
+SPACE = """\
+method: spmi
+dataset: fmnist
+params:
+  lr:
+    paper: 0.05
+    distribution: loguniform
+    low: 0.01
+    high: 0.1
+  warmup:
+    paper: 1
+    distribution: int
+    low: 0
+    high: 1
+  tau:
+    paper: 3.0
+    distribution: uniform
+    low: 1.0
+    high: 5.0
+"""
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("tiny")
+    datagen.write_idx_fmnist(root / "data", 300, 60)
+    (root / "space.yaml").write_text(SPACE)
+    return {"data": root / "data", "space": root / "space.yaml"}
+
+
+def common(tiny: dict[str, Path], storage: Path, unlabelled: int = 100) -> list[str]:
+    return ["--dataset", "fmnist", "--space", str(tiny["space"]), "--data-root", str(tiny["data"]),
+            "--no-verify-data", "--labelled", "20", "--val-size", "50", "--unlabelled-size", str(unlabelled),
+            "--set", "batch_size=16", "--set", "eval_batch_size=64", "--storage-path", str(storage)]
+
+
+def kill_session(sid: int) -> None:
+    """SIGKILL what is left of a process session (a killed driver's Ray processes)."""
+    out = subprocess.run(["ps", "-eo", "pid=,sid="], capture_output=True, text=True).stdout
+    for line in out.splitlines():
+        pid, s = map(int, line.split())
+        if s == sid and pid != os.getpid():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+def run_cli(args: list[str], cwd: Path, timeout: float) -> subprocess.CompletedProcess:
+    proc = subprocess.Popen([sys.executable, str(SEARCH), *args], cwd=cwd, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    finally:
+        kill_session(proc.pid)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, "")
+
+
+def runs_of(uri: str, name: str):
+    import mlflow
+    mlflow.set_tracking_uri(uri)
+    return mlflow.search_runs(experiment_names=[name]), mlflow.tracking.MlflowClient(uri)
+
+
+def epochs_logged(client, run_id: str) -> list[int]:
+    return sorted(m.step for m in client.get_metric_history(run_id, "epoch"))
+
+
+def test_three_trial_search_end_to_end(tiny: dict[str, Path], tmp_path: Path) -> None:
+    storage = tmp_path / "hpo"
+    done = run_cli([*common(tiny, storage), "--num-samples", "3", "--max-epochs", "3", "--name", "e2e"],
+                   tmp_path, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:]
+    assert "best settings: lr=" in done.stdout and "report: " in done.stdout
+    assert f"mlflow ui --backend-store-uri sqlite:///{storage}/mlflow.db --host 127.0.0.1" in done.stdout
+
+    runs, client = runs_of(f"sqlite:///{storage}/mlflow.db", "e2e")
+    parent = runs[runs["tags.role"] == "search"]
+    children = runs[runs["tags.role"] == "trial"]
+    assert len(parent) == 1 and len(children) == 3
+    assert set(runs["status"]) == {"FINISHED"}
+    assert set(children["tags.mlflow.parentRunId"]) == {parent["run_id"].iloc[0]}
+    expected = {f.name for f in dataclasses.fields(TrainConfig)} - {"options"}
+    expected |= {f.name for f in dataclasses.fields(SPMIOptions)}
+    for _, run in children.iterrows():
+        params = {c[len("params."):] for c in runs.columns if c.startswith("params.") and isinstance(run[c], str)}
+        assert expected <= params, expected - params
+        assert epochs_logged(client, run["run_id"]) == [1, 2, 3]
+        assert len(client.get_metric_history(run["run_id"], "cand/lab_size")) == 3
+        assert len(client.get_metric_history(run["run_id"], "test/acc")) == 3
+        for tag in ("dataset", "method", "trial_id", "git_commit", "data_checksum", "final_checkpoint"):
+            assert run[f"tags.{tag}"], tag
+        assert Path(run["tags.final_checkpoint"], "checkpoint.pt").is_file()
+    # the first trial is the space's default point (enqueued)
+    first = children[(children["params.lr"] == "0.05") & (children["params.warmup"] == "1")]
+    assert len(first) == 1 and first["params.tau"].iloc[0] == "3.0"
+
+    report = storage / "e2e" / "report"
+    for name in ("report.md", "trials.md", "trials.parquet", "history.parquet", "learning_curves.png",
+                 "accuracy_vs_params.png", "candidate_sets.png"):
+        assert (report / name).is_file(), name
+    import pandas as pd
+    assert len(pd.read_parquet(report / "trials.parquet")) == 3
+    artifacts = {a.path for a in client.list_artifacts(parent["run_id"].iloc[0], "report")}
+    assert "report/report.md" in artifacts and "report/learning_curves.png" in artifacts
+    assert parent["tags.best_trial_id"].iloc[0] in set(children["tags.trial_id"])
+
+    from tuning import report as report_cli  # standalone, on the finished search
+    (report / "report.md").unlink()
+    assert report_cli.main([str(storage / "e2e"), "--no-mlflow"]) == 0
+    assert (report / "report.md").is_file()
+
+
+def test_importance_needs_two_trials_and_ranks_the_parameters(tiny: dict[str, Path]) -> None:
+    import pandas as pd
+
+    from tuning.importance import fanova
+    from tuning.spaces import load_space
+    space = load_space(tiny["space"], "spmi")
+    rows = [{"lr": 0.01 * (1 + i), "warmup": i % 2, "tau": 1.0 + i / 3, "val_acc": 0.5 + 0.04 * i} for i in range(8)]
+    assert fanova(pd.DataFrame(rows[:1]), space)[0] == {}
+    assert "at least 2" in fanova(pd.DataFrame(rows[:1]), space)[1]
+    importance, note = fanova(pd.DataFrame(rows), space)
+    assert note == "" and set(importance) == {"lr", "warmup", "tau"}
+    assert abs(sum(importance.values()) - 1) < 1e-6
+
+
+def test_killed_driver_resumes_every_trial_once(tiny: dict[str, Path], tmp_path: Path) -> None:
+    storage = tmp_path / "hpo"
+    args = [*common(tiny, storage, unlabelled=200), "--num-samples", "3", "--max-epochs", "10", "--name", "kill"]
+    driver = subprocess.Popen([sys.executable, str(SEARCH), *args], cwd=tmp_path, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 240
+        while not list((storage / "kill").glob("trial_*/checkpoint_000001")):
+            assert driver.poll() is None, "the search ended before it could be killed"
+            assert time.monotonic() < deadline, "no trial checkpointed 2 epochs in time"
+            time.sleep(0.2)
+        time.sleep(2.5)  # the experiment state is saved every second
+        os.killpg(driver.pid, signal.SIGKILL)
+        driver.wait(30)
+    finally:
+        kill_session(driver.pid)
+
+    resumed = run_cli([*args, "--resume"], tmp_path, timeout=300)
+    assert resumed.returncode == 0, resumed.stdout[-3000:]
+    assert "resuming " in resumed.stdout
+
+    runs, client = runs_of(f"sqlite:///{storage}/mlflow.db", "kill")
+    children = runs[runs["tags.role"] != "search"]
+    assert len(runs) == 4 and set(runs["status"]) == {"FINISHED"}
+    assert children["tags.trial_id"].nunique() == 3
+    resumed_from = []
+    for _, run in children.iterrows():
+        steps = epochs_logged(client, run["run_id"])
+        assert steps == list(range(1, len(steps) + 1)), steps  # every epoch once, none skipped
+        resumed_from += [m.value for m in client.get_metric_history(run["run_id"], "resumed_from_epoch")]
+    assert resumed_from and min(resumed_from) >= 1, "no trial resumed from its checkpoint"
+
+    from ray.tune import ExperimentAnalysis
+    trials = ExperimentAnalysis(str(storage / "kill")).trials
+    assert len(trials) == 3 and {t.status for t in trials} == {"TERMINATED"}
+
+
+def bad_inputs(tiny: dict[str, Path], storage: Path) -> dict[str, tuple[list[str], str]]:
+    ok = common(tiny, storage)
+    bad_space = tiny["space"].with_name("bad.yaml")
+    bad_space.write_text(SPACE.replace("high: 5.0", "high: 0.5"))
+    return {
+        "unknown dataset": (["--dataset", "mnist"], "unknown dataset 'mnist'"),
+        "unknown method": ([*ok, "--method", "pll"], "unknown method 'pll'"),
+        "missing space file": ([*ok, "--space", str(storage / "none.yaml")], "none.yaml: search-space file not found"),
+        "bad space": ([*ok, "--space", str(bad_space)], f"{bad_space}:17: params.tau: empty or reversed range"),
+        "missing data": ([*ok, "--data-root", str(storage / "nodata")], "Fashion-MNIST not found"),
+        "no validation split": ([*ok, "--val-size", "0"], "--val-size must be > 0"),
+        "GPU where none is": ([*ok, "--gpus-per-trial", "1"], "asks for more GPUs than this machine has"),
+        "unreachable tracking server": ([*ok, "--tracking-uri", "http://127.0.0.1:1"], "is not reachable"),
+        "unknown --set name": ([*ok, "--set", "colour=red"], "--set colour: not a TrainConfig field"),
+        "nothing to resume": ([*ok, "--resume"], "--resume: no search of spmi on fmnist"),
+    }
+
+
+@pytest.mark.parametrize("case", ["unknown dataset", "unknown method", "missing space file", "bad space",
+                                  "missing data", "no validation split", "GPU where none is",
+                                  "unreachable tracking server", "unknown --set name", "nothing to resume"])
+def test_bad_input_is_one_line_before_ray_starts(tiny: dict[str, Path], tmp_path: Path, case: str,
+                                                 capsys: pytest.CaptureFixture) -> None:
+    if case == "GPU where none is":
+        import torch
+        if torch.cuda.is_available():
+            pytest.skip("this machine has a GPU")
+    argv, words = bad_inputs(tiny, tmp_path / "hpo")[case]
+    start = time.monotonic()
+    code = search.main(argv)
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert err.startswith("error: ") and words in err and "\n" not in err, err
+    assert time.monotonic() - start < 30
+    import ray
+    assert not ray.is_initialized()
+    assert not list((tmp_path / "hpo").glob("*/search.json"))

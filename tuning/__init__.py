@@ -1,0 +1,1 @@
+"""Hyperparameter search (Ray Tune + Optuna + MLflow) over the ``spmi`` library."""

@@ -1,0 +1,48 @@
+"""Driver-side Tune callback that closes each trial's MLflow run when Tune is done with
+the trial: a trial stopped by ASHA (or at max_t) is simply never resumed, so the
+trainable itself cannot do it."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from ray.tune import Callback
+
+from tuning import mlflow_log
+from tuning.settings import METRIC, TIME_ATTR
+
+log = logging.getLogger(__name__)
+
+
+class CloseTrialRuns(Callback):
+    """On trial completion: FINISHED plus tags (final checkpoint, epochs, stopped early);
+    on error: FAILED. Holds only plain values, so it pickles with the experiment."""
+
+    def __init__(self, uri: str, experiment_id: str, max_epochs: int):
+        self.uri, self.experiment_id, self.max_epochs = uri, experiment_id, max_epochs
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        result = trial.last_result or {}
+        epochs = int(result.get(TIME_ATTR, 0))
+        how = "stopped early (ASHA)" if epochs < self.max_epochs else "finished"
+        print(f"[search] trial {trial.trial_id} {how} after {epochs} epochs: val/acc "
+              f"{result.get(METRIC, float('nan')):.4f}", flush=True)
+        tags = {"tune_status": "TERMINATED", "epochs_trained": epochs,
+                "stopped_early": str(epochs < self.max_epochs).lower()}
+        if trial.checkpoint is not None:
+            tags["final_checkpoint"] = trial.checkpoint.path
+        self._close(trial, "FINISHED", tags)
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._close(trial, "FAILED", {"tune_status": "ERROR"})
+
+    def _close(self, trial: Any, status: str, tags: dict[str, Any]) -> None:
+        try:
+            run = mlflow_log.find_trial_run(self.uri, self.experiment_id, trial.trial_id)
+            if run is None:
+                return
+            mlflow_log.set_tags(self.uri, run.info.run_id, tags)
+            mlflow_log.terminate(self.uri, run.info.run_id, status)
+        except Exception as err:  # logging must never stop the search
+            log.warning("could not close the MLflow run of trial %s: %s", trial.trial_id, err)

@@ -1,0 +1,181 @@
+"""MLflow side of a search: the store, the experiment, the parent run of the search and
+one run per trial that survives restores (its id travels in the trial's checkpoint)."""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+TRIAL_TAG = "trial_id"            # every trial run carries its Tune trial id
+PARENT_TAG = "mlflow.parentRunId"
+TERMINAL = ("FINISHED", "FAILED", "KILLED")
+
+
+def default_uri(storage_path: str | Path) -> str:
+    """The embedded store of a storage path: ``sqlite:///<abs>/mlflow.db``."""
+    return "sqlite:///" + str(Path(storage_path).resolve() / "mlflow.db")
+
+
+def check_store(uri: str, timeout: float = 5.0) -> None:
+    """Fail fast (ValueError, one line) when the tracking store cannot be used."""
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(int(timeout)))
+    if uri.startswith(("http://", "https://")):
+        try:
+            with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout) as reply:
+                reply.read(64)
+        except (urllib.error.URLError, OSError, ValueError) as err:
+            reason = getattr(err, "reason", err)
+            raise ValueError(f"MLflow tracking server {uri} is not reachable ({reason}); start it or "
+                             f"leave out --tracking-uri to use the embedded SQLite store") from None
+    elif uri.startswith("sqlite:///"):
+        folder = Path(uri[len("sqlite:///"):]).parent
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise ValueError(f"cannot create the MLflow store folder {folder}: {err.strerror}") from None
+    try:
+        client(uri).search_experiments(max_results=1)
+    except Exception as err:  # mlflow raises many types; the message is what matters
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(f"MLflow tracking store {uri} is not usable: {first}") from None
+
+
+def client(uri: str) -> Any:
+    from mlflow.tracking import MlflowClient
+    return MlflowClient(tracking_uri=uri)
+
+
+def retry(fn: Callable[[], T], tries: int = 5) -> T:
+    """Call ``fn``, retrying a few times (SQLite ``database is locked`` under concurrent writers)."""
+    for attempt in range(tries):
+        try:
+            return fn()
+        except Exception as err:
+            if attempt == tries - 1 or "locked" not in str(err).lower():
+                raise
+            time.sleep(0.2 * 2 ** attempt)
+    raise AssertionError("unreachable")
+
+
+def ensure_experiment(uri: str, name: str, artifact_location: str | None = None) -> str:
+    """The id of experiment ``name``, created when missing."""
+    c = client(uri)
+    exp = c.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    return c.create_experiment(name, artifact_location=artifact_location)
+
+
+def start_parent(uri: str, experiment_id: str, name: str, tags: dict[str, str], params: dict[str, Any]) -> str:
+    """Create the search's parent run; returns its id."""
+    c = client(uri)
+    run = c.create_run(experiment_id, run_name=f"search {name}", tags={**tags, "search": name, "role": "search"})
+    log_params(uri, run.info.run_id, params)
+    return run.info.run_id
+
+
+def reopen(uri: str, run_id: str) -> None:
+    """Mark a run RUNNING again (a resumed search or trial)."""
+    retry(lambda: client(uri).update_run(run_id, status="RUNNING"))
+
+
+def terminate(uri: str, run_id: str, status: str = "FINISHED") -> None:
+    retry(lambda: client(uri).set_terminated(run_id, status))
+
+
+def set_tags(uri: str, run_id: str, tags: dict[str, Any]) -> None:
+    from mlflow.entities import RunTag
+    items = [RunTag(k, str(v)) for k, v in tags.items()]
+    retry(lambda: client(uri).log_batch(run_id, tags=items))
+
+
+def log_params(uri: str, run_id: str, params: dict[str, Any]) -> None:
+    """Log params (100 per batch, MLflow's limit); values as strings."""
+    from mlflow.entities import Param
+    items = [Param(k, str(v)) for k, v in sorted(params.items())]
+    for i in range(0, len(items), 100):
+        chunk = items[i:i + 100]
+        retry(lambda chunk=chunk: client(uri).log_batch(run_id, params=chunk))
+
+
+def scalar_metrics(metrics: dict[str, Any]) -> dict[str, float]:
+    """Finite numbers of ``metrics``; a list ``x`` becomes ``x/0``, ``x/1``, ..."""
+    out: dict[str, float] = {}
+    for key, value in metrics.items():
+        values = enumerate(value) if isinstance(value, list | tuple) else [(None, value)]
+        for i, v in values:
+            if isinstance(v, bool | int | float) and math.isfinite(float(v)):
+                out[key if i is None else f"{key}/{i}"] = float(v)
+    return out
+
+
+def log_metrics(uri: str, run_id: str, metrics: dict[str, Any], step: int) -> None:
+    from mlflow.entities import Metric
+    now = int(time.time() * 1000)
+    items = [Metric(k, v, now, step) for k, v in scalar_metrics(metrics).items()]
+    retry(lambda: client(uri).log_batch(run_id, metrics=items))
+
+
+def find_trial_run(uri: str, experiment_id: str, trial_id: str) -> Any | None:
+    """The run of a Tune trial (by tag), or None."""
+    runs = retry(lambda: client(uri).search_runs([experiment_id], f"tags.{TRIAL_TAG} = '{trial_id}'",
+                                                 max_results=5))
+    return runs[0] if runs else None
+
+
+class TrialRun:
+    """One trial's MLflow run. Reopened (not duplicated) when the trial is resumed or
+    restarted; epochs already logged are not logged again."""
+
+    def __init__(self, uri: str, run_id: str, new: bool, logged_steps: Iterable[int] = ()):
+        self.uri, self.run_id, self.new = uri, run_id, new
+        self.logged = set(logged_steps)
+
+    @classmethod
+    def open(cls, uri: str, experiment_id: str, trial_id: str, run_name: str, tags: dict[str, Any],
+             run_id: str | None = None) -> TrialRun:
+        """Continue ``run_id`` (from the checkpoint) or the trial's run found by tag, else create one."""
+        c = client(uri)
+        if run_id is None:
+            found = find_trial_run(uri, experiment_id, trial_id)
+            run_id = found.info.run_id if found is not None else None
+        if run_id is not None:
+            reopen(uri, run_id)
+            steps = [m.step for m in retry(lambda: c.get_metric_history(run_id, "epoch"))]
+            return cls(uri, run_id, new=False, logged_steps=steps)
+        all_tags = {TRIAL_TAG: trial_id, **{k: str(v) for k, v in tags.items()}}
+        run = retry(lambda: c.create_run(experiment_id, run_name=run_name, tags=all_tags))
+        return cls(uri, run.info.run_id, new=True)
+
+    def log_epoch(self, metrics: dict[str, Any], step: int) -> None:
+        if step not in self.logged:
+            log_metrics(self.uri, self.run_id, metrics, step)
+            self.logged.add(step)
+
+    def log_metric(self, key: str, value: float, step: int) -> None:
+        log_metrics(self.uri, self.run_id, {key: value}, step)
+
+
+def finalize_runs(uri: str, experiment_id: str, parent_run_id: str, status_of: dict[str, str]) -> int:
+    """Give every still-RUNNING trial run of the experiment a terminal status: FINISHED for
+    trials Tune terminated, FAILED for errored ones, KILLED for unknown trials. Returns the
+    number changed."""
+    c = client(uri)
+    runs = retry(lambda: c.search_runs([experiment_id], "attributes.status = 'RUNNING'", max_results=10000))
+    changed = 0
+    for run in runs:
+        if run.info.run_id == parent_run_id:
+            continue
+        tune_status = status_of.get(run.data.tags.get(TRIAL_TAG, ""))
+        if tune_status in (None, "TERMINATED", "ERROR"):
+            terminate(uri, run.info.run_id, {"TERMINATED": "FINISHED", "ERROR": "FAILED"}.get(tune_status, "KILLED"))
+            changed += 1
+    return changed

@@ -1,0 +1,74 @@
+"""PNG figures of a search (matplotlib, Agg backend)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from tuning.settings import METRIC, TIME_ATTR  # noqa: E402
+
+
+def learning_curves(history: pd.DataFrame, best_id: str | None, path: Path) -> Path:
+    """val/acc against epoch, one line per trial (the best one highlighted)."""
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for trial_id, h in history.groupby("trial_id"):
+        best = trial_id == best_id
+        ax.plot(h[TIME_ATTR], h[METRIC], lw=2.5 if best else 1, alpha=1 if best else 0.6,
+                label=f"{trial_id} (best)" if best else None, color="C3" if best else None)
+    ax.set(xlabel="epoch", ylabel="validation accuracy", title="Learning curves of all trials")
+    ax.grid(alpha=0.3)
+    if best_id is not None:
+        ax.legend(loc="lower right")
+    return _save(fig, path)
+
+
+def accuracy_vs_params(table: pd.DataFrame, params: dict[str, str], path: Path) -> Path:
+    """Final val/acc against each searched parameter (log axis for log distributions)."""
+    names = list(params)
+    cols = min(3, max(1, len(names)))
+    rows = -(-len(names) // cols) if names else 1
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.4 * rows), squeeze=False)
+    colours = {"finished": "C0", "stopped": "C1", "error": "C3"}
+    for ax, name in zip(axes.flat, names, strict=False):
+        for status, part in table.groupby("status"):
+            x = part[name].astype(str) if params[name] == "categorical" else part[name]
+            ax.scatter(x, part["val_acc"], s=22, color=colours.get(status, "C7"), label=status)
+        if params[name] in ("loguniform", "logint"):
+            ax.set_xscale("log")
+        ax.set(xlabel=name, ylabel="final val/acc")
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(names):]:
+        ax.axis("off")
+    if names:
+        axes.flat[0].legend(fontsize=7)
+    fig.suptitle("Final validation accuracy against the searched values (stopped = ASHA, partial)")
+    return _save(fig, path)
+
+
+def candidate_sets(history: pd.DataFrame, trial_id: str, path: Path) -> Path:
+    """Candidate-set size and true-label coverage over epochs of one trial."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    for key, label in (("cand/lab_size", "labelled"), ("cand/unl_size", "unlabelled")):
+        if key in history:
+            left.plot(history[TIME_ATTR], history[key], marker="o", label=label)
+    for key, label in (("cand/lab_coverage", "labelled"), ("cand/unl_coverage", "unlabelled")):
+        if key in history:
+            right.plot(history[TIME_ATTR], history[key], marker="o", label=label)
+    left.set(xlabel="epoch", ylabel="mean candidate-set size", title=f"Candidate sets, trial {trial_id}")
+    right.set(xlabel="epoch", ylabel="share holding the true label", title="True-label coverage")
+    for ax in (left, right):
+        ax.grid(alpha=0.3)
+        ax.legend()
+    return _save(fig, path)
+
+
+def _save(fig: plt.Figure, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

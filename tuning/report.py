@@ -1,0 +1,181 @@
+#!/usr/bin/env python
+"""Report of a search: best configuration, table of all trials (parquet + markdown),
+fANOVA importance and plots, written to ``<experiment>/report/`` and logged as artifacts
+of the search's parent MLflow run.
+
+    python tuning/report.py hpo_results/spmi-fmnist-20250101-120000 [--no-mlflow]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import pandas as pd  # noqa: E402
+
+from tuning import mlflow_log, plots  # noqa: E402
+from tuning.importance import fanova  # noqa: E402
+from tuning.plan import SearchPlan, load_plan  # noqa: E402
+from tuning.trials import Trials, read_trials  # noqa: E402
+
+REPORT_DIR = "report"
+
+
+@dataclass
+class Report:
+    plan: SearchPlan
+    folder: Path
+    trials: Trials
+    best: dict[str, Any] | None
+    importance: dict[str, float] = field(default_factory=dict)
+    importance_note: str = ""
+
+    def summary(self) -> str:
+        lines = []
+        if self.best is None:
+            lines.append("no trial reported a validation accuracy")
+        else:
+            b = self.best
+            lines.append(f"best trial {b['trial_id']} ({b['status']}, {b['epochs']} epochs): "
+                         f"val/acc {b['val_acc']:.4f}, test/acc {b['test_acc']:.4f}")
+            lines.append("best settings: " + " ".join(f"{k}={_fmt(v)}" for k, v in b["params"].items()))
+        lines.append(f"report: {self.folder / 'report.md'}")
+        lines.append(mlflow_hint(self.plan))
+        return "\n".join(lines)
+
+
+def mlflow_hint(plan: SearchPlan) -> str:
+    if plan.tracking_uri.startswith("sqlite:"):
+        return (f"MLflow UI: mlflow ui --backend-store-uri {plan.tracking_uri} --host 127.0.0.1 --port 5000"
+                f"  (experiment {plan.name!r})")
+    return f"MLflow: {plan.tracking_uri} (experiment {plan.name!r})"
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)
+
+
+def markdown_table(frame: pd.DataFrame) -> str:
+    """A GitHub-style markdown table (numbers to 4 significant digits)."""
+    def cell(v: Any) -> str:
+        if v is None or (isinstance(v, float) and math.isnan(v)):
+            return ""
+        return _fmt(v).replace("|", "\\|")
+    head = "| " + " | ".join(map(str, frame.columns)) + " |"
+    rule = "|" + "|".join("---" for _ in frame.columns) + "|"
+    body = ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
+    return "\n".join([head, rule, *body]) + "\n"
+
+
+def make_report(experiment_path: str | Path, log_mlflow: bool = True) -> Report:
+    plan = load_plan(experiment_path)
+    space = plan.space()
+    trials = read_trials(plan.experiment_path, list(space.params), plan.max_epochs)
+    folder = plan.experiment_path / REPORT_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    table = trials.table
+    best_row = trials.best()
+    best = None if best_row is None else {
+        "trial_id": best_row["trial_id"], "status": best_row["status"], "epochs": int(best_row["epochs"]),
+        "val_acc": float(best_row["val_acc"]), "test_acc": float(best_row["test_acc"]),
+        "params": {n: _plain(best_row[n]) for n in space.params}}
+    importance, note = fanova(table, space) if not table.empty else ({}, "no trials")
+    report = Report(plan, folder, trials, best, importance, note)
+
+    if not table.empty:
+        table.to_parquet(folder / "trials.parquet", index=False)
+        (folder / "trials.md").write_text(markdown_table(table.drop(columns=["trial_dir"])))
+    if not trials.history.empty:
+        trials.history.to_parquet(folder / "history.parquet", index=False)
+        plots.learning_curves(trials.history, best and best["trial_id"], folder / "learning_curves.png")
+        plots.accuracy_vs_params(table, {n: p.distribution for n, p in space.params.items()},
+                                 folder / "accuracy_vs_params.png")
+        if best is not None:
+            hist = trials.history[trials.history["trial_id"] == best["trial_id"]]
+            plots.candidate_sets(hist, best["trial_id"], folder / "candidate_sets.png")
+    (folder / "best.json").write_text(json.dumps({"best": best, "importance": importance,
+                                                  "importance_note": note}, indent=2))
+    (folder / "report.md").write_text(render(report))
+    if log_mlflow and plan.parent_run_id:
+        log_to_parent(report)
+    return report
+
+
+def render(r: Report) -> str:
+    p = r.plan
+    out = [f"# Search {p.name}: {p.method} on {p.dataset}", "",
+           f"{len(r.trials.table)} trials (of {p.num_samples}), up to {p.max_epochs} epochs; ASHA grace "
+           f"{p.grace_period}, reduction factor {p.reduction_factor}; metric {p.metric} ({p.mode}); "
+           f"test accuracy is reported, never optimised.", ""]
+    if r.best is not None:
+        b = r.best
+        out += ["## Best configuration", "",
+                f"Trial `{b['trial_id']}` ({b['status']}, {b['epochs']} epochs): "
+                f"**val/acc {b['val_acc']:.4f}**, test/acc {b['test_acc']:.4f}.", "",
+                markdown_table(pd.DataFrame([b["params"]])), ""]
+    out += ["## Hyperparameter importance (fANOVA on final val/acc)", ""]
+    if r.importance:
+        out.append(markdown_table(pd.DataFrame({"parameter": list(r.importance),
+                                                "importance": list(r.importance.values())})))
+    else:
+        out.append(f"Not computed: {r.importance_note}.")
+    out += ["", "## All trials", "", "Status `stopped`: stopped early by ASHA; its accuracy is partial.", ""]
+    if not r.trials.table.empty:
+        out.append(markdown_table(r.trials.table.drop(columns=["trial_dir"])))
+    out += ["", "## Figures", ""]
+    for name, title in (("learning_curves.png", "Learning curves"), ("accuracy_vs_params.png",
+                        "Final accuracy against the searched values"),
+                        ("candidate_sets.png", "Candidate sets of the best trial")):
+        if (r.folder / name).exists():
+            out.append(f"![{title}]({name})")
+    out += ["", mlflow_hint(p), ""]
+    return "\n".join(out)
+
+
+def log_to_parent(r: Report) -> None:
+    """Report files as artifacts of the parent run; the best result as its tags and metrics."""
+    p = r.plan
+    try:
+        c = mlflow_log.client(p.tracking_uri)
+        mlflow_log.retry(lambda: c.log_artifacts(p.parent_run_id, str(r.folder), REPORT_DIR))
+        if r.best is not None:
+            b = r.best
+            mlflow_log.set_tags(p.tracking_uri, p.parent_run_id,
+                                {"best_trial_id": b["trial_id"], **{f"best.{k}": v for k, v in b["params"].items()}})
+            mlflow_log.log_metrics(p.tracking_uri, p.parent_run_id,
+                                   {"best/val_acc": b["val_acc"], "best/test_acc": b["test_acc"],
+                                    **{f"importance/{k}": v for k, v in r.importance.items()}}, step=0)
+    except Exception as err:
+        print(f"warning: could not log the report to MLflow ({p.tracking_uri}): {err}", file=sys.stderr)
+
+
+def _plain(v: Any) -> Any:
+    return v.item() if hasattr(v, "item") else v
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python tuning/report.py", description=__doc__.split("\n\n")[0])
+    parser.add_argument("experiment", help="the search's folder (<storage-path>/<name>)")
+    parser.add_argument("--no-mlflow", action="store_true", help="only write the files")
+    args = parser.parse_args(argv)
+    try:
+        report = make_report(args.experiment, log_mlflow=not args.no_mlflow)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(report.summary())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,143 @@
+"""The Ray part of a search: start or join a cluster, build (or restore) the Tuner with
+Optuna TPE, a concurrency limit and ASHA, run it, close the MLflow runs, write the report."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from typing import Any
+
+import ray
+from ray import tune
+from ray.tune.schedulers import ASHAScheduler
+from ray.tune.search import ConcurrencyLimiter
+from ray.tune.search.optuna import OptunaSearch
+
+from tuning import mlflow_log
+from tuning.callbacks import CloseTrialRuns
+from tuning.plan import SearchPlan
+from tuning.settings import REPO_ROOT, TIME_ATTR
+from tuning.trainable import train_trial
+
+
+def start_ray(address: str | None) -> None:
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH")) if p)
+    if address:  # a remote cluster gets the code shipped with the job
+        ray.init(address=address, runtime_env={"py_modules": [str(REPO_ROOT / "spmi"), str(REPO_ROOT / "tuning")]})
+        return
+    import torch
+    ray.init(address="local", num_cpus=os.cpu_count() or 1,
+             num_gpus=torch.cuda.device_count() if torch.cuda.is_available() else 0,
+             include_dashboard=False, object_store_memory=256 * 1024**2)
+
+
+def check_cluster(plan: SearchPlan) -> None:
+    """Trials that could never be placed are an error now, not trials pending forever."""
+    have = ray.cluster_resources()
+    gpus, cpus = have.get("GPU", 0.0), have.get("CPU", 0.0)
+    if plan.gpus_per_trial > gpus:
+        raise ValueError(f"each trial asks for {plan.gpus_per_trial:g} GPU(s), but the Ray cluster has "
+                         f"{gpus:g}; use --gpus-per-trial 0")
+    if plan.cpus_per_trial > cpus:
+        raise ValueError(f"each trial asks for {plan.cpus_per_trial} CPUs, but the Ray cluster has {cpus:g}")
+    if plan.max_concurrent is None:
+        fit = cpus / plan.cpus_per_trial
+        if plan.gpus_per_trial > 0:
+            fit = min(fit, gpus / plan.gpus_per_trial)
+        plan.max_concurrent = max(1, int(fit + 1e-9))
+        plan.save()
+
+
+def trainable(plan: SearchPlan) -> Any:
+    """The trial function with the search's constants bound (same on restore)."""
+    meta = {"tracking_uri": plan.tracking_uri, "experiment_id": plan.experiment_id,
+            "parent_run_id": plan.parent_run_id, "search": plan.name, "git_commit": plan.git_commit,
+            "cpus": plan.cpus_per_trial}
+    bound = tune.with_parameters(train_trial, base=plan.base, meta=meta)
+    return tune.with_resources(bound, {"cpu": plan.cpus_per_trial, "gpu": plan.gpus_per_trial})
+
+
+def trial_dirname(trial: Any) -> str:
+    return f"trial_{trial.trial_id}"
+
+
+def build_tuner(plan: SearchPlan) -> tune.Tuner:
+    space = plan.space()
+    searcher = OptunaSearch(space=space.to_optuna, metric=plan.metric, mode=plan.mode,
+                            points_to_evaluate=space.points_to_evaluate(), seed=plan.seed)
+    scheduler = ASHAScheduler(time_attr=TIME_ATTR, max_t=plan.max_epochs, grace_period=plan.grace_period,
+                              reduction_factor=plan.reduction_factor)
+    return tune.Tuner(
+        trainable(plan),
+        tune_config=tune.TuneConfig(metric=plan.metric, mode=plan.mode, num_samples=plan.num_samples,
+                                    search_alg=ConcurrencyLimiter(searcher, max_concurrent=plan.max_concurrent),
+                                    scheduler=scheduler, trial_dirname_creator=trial_dirname),
+        run_config=tune.RunConfig(
+            name=plan.name, storage_path=plan.storage_path, verbose=1, progress_reporter=reporter(plan, space),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+            failure_config=tune.FailureConfig(max_failures=1),
+            callbacks=[CloseTrialRuns(plan.tracking_uri, plan.experiment_id, plan.max_epochs)]))
+
+
+def reporter(plan: SearchPlan, space: Any) -> tune.CLIReporter:
+    """A compact status table: searched values, epoch and accuracies (needs RAY_AIR_NEW_OUTPUT=0)."""
+    return tune.CLIReporter(parameter_columns=list(space.params), max_report_frequency=30,
+                            metric_columns={TIME_ATTR: "epoch", plan.metric: "val/acc", "test/acc": "test/acc"},
+                            sort_by_metric=True)
+
+
+def trial_states(plan: SearchPlan) -> dict[str, str]:
+    """Tune status of every trial of the search, from the saved experiment state."""
+    analysis = tune.ExperimentAnalysis(str(plan.experiment_path))
+    return {t.trial_id: t.status for t in analysis.trials}
+
+
+def run_search(plan: SearchPlan, resumed: bool, address: str | None) -> int:
+    start_ray(address)
+    # after ray.init (which installs its own): a job manager's SIGTERM takes Tune's graceful
+    # SIGINT path, so the state is saved and the search can be resumed
+    signal.signal(signal.SIGTERM, lambda *_: os.kill(os.getpid(), signal.SIGINT))
+    try:
+        try:
+            check_cluster(plan)
+        except ValueError as err:
+            print(f"error: {err}", file=sys.stderr)
+            mlflow_log.terminate(plan.tracking_uri, plan.parent_run_id, "FAILED")
+            return 2
+        path = str(plan.experiment_path)
+        if resumed:
+            mlflow_log.reopen(plan.tracking_uri, plan.parent_run_id)
+        if resumed and tune.Tuner.can_restore(path):
+            print(f"resuming {path}", flush=True)
+            tuner = tune.Tuner.restore(path, trainable=trainable(plan), resume_unfinished=True, resume_errored=True)
+        else:
+            tuner = build_tuner(plan)
+        try:
+            tuner.fit()
+        except Exception:
+            mlflow_log.terminate(plan.tracking_uri, plan.parent_run_id, "FAILED")
+            raise
+        states = trial_states(plan)
+    finally:
+        ray.shutdown()
+    return finish(plan, states)
+
+
+def finish(plan: SearchPlan, states: dict[str, str]) -> int:
+    """Close the runs, write and log the report, print the outcome."""
+    done = sum(s in ("TERMINATED", "ERROR") for s in states.values())
+    if done < plan.num_samples:
+        print(f"search interrupted ({done}/{plan.num_samples} trials done); continue it with:\n  python "
+              f"tuning/search.py --dataset {plan.dataset} --method {plan.method} --storage-path "
+              f"{plan.storage_path} --name {plan.name} --resume", flush=True)
+        return 130
+    mlflow_log.finalize_runs(plan.tracking_uri, plan.experiment_id, plan.parent_run_id, states)
+    from tuning.report import make_report
+    report = make_report(plan.experiment_path)
+    errors = sum(s == "ERROR" for s in states.values())
+    mlflow_log.terminate(plan.tracking_uri, plan.parent_run_id, "FAILED" if errors == len(states) else "FINISHED")
+    print(report.summary(), flush=True)
+    if errors:
+        print(f"{errors} of {len(states)} trials failed; see their error.txt under {plan.experiment_path}", flush=True)
+    return 1 if errors == len(states) else 0

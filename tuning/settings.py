@@ -1,0 +1,37 @@
+"""Defaults of a search: the paper's settings per dataset, presets, file locations."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SPACES_DIR = REPO_ROOT / "search_spaces"
+METRIC, MODE = "val/acc", "max"
+TIME_ATTR = "epoch"          # epochs completed (1-based), reported by every trial
+PAPER_EPOCHS = 500
+DEFAULT_NUM_SAMPLES = 32
+DEFAULT_GRACE_MARGIN = 5     # epochs past the largest warm-up before ASHA may stop a trial
+DEFAULT_REDUCTION_FACTOR = 3
+
+# the SPMI paper's settings (App. A.4 / official README), used when a space file lacks them
+PAPER_SETTINGS: dict[str, dict[str, object]] = {
+    "fmnist": {"labelled": 4000, "partial_rate": 0.3},
+    "cifar10": {"labelled": 4000, "partial_rate": 0.3},
+    "svhn": {"labelled": 1000, "partial_rate": 0.3},
+    "cifar100": {"labelled": 10000, "partial_rate": 0.05},
+}
+
+# presets: search settings (plan fields) and config values (``config``); the CLI overrides both
+PRESETS: dict[str, dict[str, object]] = {
+    "quick": {
+        "num_samples": 8, "max_epochs": 8, "grace_margin": 2, "reduction_factor": 2,
+        "cpus_per_trial": 1, "max_concurrent": 2, "space_suffix": "_quick",
+        "config": {"labelled": 1000, "unlabelled_size": 5000, "val_size": 2000},
+    },
+}
+
+
+def default_space(method: str, dataset: str, preset: str | None = None) -> Path:
+    """``search_spaces/<method>_<dataset>[_quick].yaml``."""
+    suffix = str(PRESETS[preset]["space_suffix"]) if preset else ""
+    return SPACES_DIR / f"{method}_{dataset}{suffix}.yaml"

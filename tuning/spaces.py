@@ -1,0 +1,271 @@
+"""Search-space files: the paper's value, the authors' code value and the searched range
+of each hyperparameter of one method on one dataset (``search_spaces/<method>_<dataset>.yaml``).
+
+Every entry is checked on load against the TrainConfig field or method option it names
+(type and limits from ``spmi.options`` metadata); a problem is a ``SpaceError`` naming
+the file and the line.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from spmi.data import DATASETS
+from spmi.methods import get_method
+from tuning.fields import FieldSpec, coerce, field_specs
+from tuning.yaml_lines import Lines, LocatedError, load_with_lines
+
+SpaceError = LocatedError
+DISTRIBUTIONS = {"uniform": float, "loguniform": float, "int": int, "logint": int, "categorical": None}
+TOP_KEYS = ("description", "method", "dataset", "settings", "fixed", "params")
+PARAM_KEYS = ("distribution", "low", "high", "step", "choices", "paper", "code", "start", "note")
+# hyperparameters that delay the method's label channel / purification: trials must not be
+# judged before the largest of them (ASHA's grace period)
+START_KNOBS = ("warmup", "pop_start")
+
+
+@dataclass(frozen=True)
+class Param:
+    """One searched hyperparameter."""
+
+    name: str
+    distribution: str
+    paper: Any
+    code: Any = None
+    start: Any = None
+    low: Any = None
+    high: Any = None
+    step: Any = None
+    choices: tuple = ()
+    note: str = ""
+
+    def contains(self, value: Any) -> bool:
+        if self.distribution == "categorical":
+            return value in self.choices
+        if isinstance(value, bool) or not isinstance(value, int | float) or not self.low <= value <= self.high:
+            return False
+        if self.distribution in ("int", "logint"):
+            return isinstance(value, int) and (value - self.low) % (self.step or 1) == 0
+        return True
+
+    @property
+    def largest(self) -> Any:
+        return max(self.choices) if self.distribution == "categorical" else self.high
+
+    def suggest(self, trial: Any) -> Any:
+        """Draw the value through an Optuna trial (or Ray's define-by-run captor)."""
+        d = self.distribution
+        if d == "categorical":
+            return trial.suggest_categorical(self.name, list(self.choices))
+        if d in ("int", "logint"):
+            return trial.suggest_int(self.name, self.low, self.high, step=self.step or 1, log=d == "logint")
+        return trial.suggest_float(self.name, self.low, self.high, step=self.step, log=d == "loguniform")
+
+    def optuna_distribution(self) -> Any:
+        import optuna.distributions as od
+        d = self.distribution
+        if d == "categorical":
+            return od.CategoricalDistribution(list(self.choices))
+        if d in ("int", "logint"):
+            return od.IntDistribution(self.low, self.high, log=d == "logint", step=self.step or 1)
+        return od.FloatDistribution(self.low, self.high, log=d == "loguniform", step=self.step)
+
+
+@dataclass
+class SearchSpace:
+    """A validated space file. ``settings``: the dataset's defaults (labelled, partial_rate,
+    model, ...); ``fixed``: constants of every trial; ``params``: what is searched."""
+
+    path: Path
+    method: str
+    dataset: str | None
+    description: str = ""
+    settings: dict[str, Any] = field(default_factory=dict)
+    fixed: dict[str, Any] = field(default_factory=dict)
+    params: dict[str, Param] = field(default_factory=dict)
+
+    def to_optuna(self, trial: Any) -> None:
+        """Define-by-run space for ``OptunaSearch(space=...)``."""
+        for p in self.params.values():
+            p.suggest(trial)
+
+    @property
+    def defaults(self) -> dict[str, Any]:
+        """The first trial: each ``start`` (default: the authors' code value, else the paper's)."""
+        return {n: p.start for n, p in self.params.items()}
+
+    @property
+    def paper_values(self) -> dict[str, Any]:
+        return {n: p.paper for n, p in self.params.items()}
+
+    @property
+    def code_values(self) -> dict[str, Any]:
+        return {n: p.paper if p.code is None else p.code for n, p in self.params.items()}
+
+    def points_to_evaluate(self) -> list[dict[str, Any]]:
+        """The default point, then the paper's when it differs and lies inside the space."""
+        points = [self.defaults]
+        paper = self.paper_values
+        if paper != points[0] and all(self.params[n].contains(v) for n, v in paper.items()):
+            points.append(paper)
+        return points
+
+    def distributions(self) -> dict[str, Any]:
+        return {n: p.optuna_distribution() for n, p in self.params.items()}
+
+    def largest(self, name: str) -> Any:
+        """The largest value ``name`` can take in this space (None when not set here)."""
+        if name in self.params:
+            return self.params[name].largest
+        return self.fixed.get(name, self.settings.get(name))
+
+    def max_start_epoch(self) -> int:
+        """The latest epoch at which a label channel / purification may start."""
+        values = [self.largest(k) for k in START_KNOBS]
+        opts = get_method(self.method).Options()
+        values += [getattr(opts, k) for k in START_KNOBS if self.largest(k) is None and hasattr(opts, k)]
+        return int(max((v for v in values if v is not None), default=0))
+
+
+def load_space(path: str | Path, method: str) -> SearchSpace:
+    """Load and validate a space file for ``method``; SpaceError (file:line) on any problem."""
+    path = Path(path)
+    if not path.is_file():
+        raise SpaceError(path, None, "search-space file not found")
+    data, lines = load_with_lines(path)
+    return _Parser(path, lines, method).space(data)
+
+
+class _Parser:
+    def __init__(self, path: Path, lines: Lines, method: str):
+        self.path, self.lines, self.method = path, lines, method
+        self.specs = field_specs(method)
+
+    def fail(self, where: tuple[str, ...], message: str, key: bool = False) -> LocatedError:
+        line = self.lines.key(where) if key else self.lines.value(where)
+        return SpaceError(self.path, line, message)
+
+    def mapping(self, value: Any, where: tuple[str, ...], what: str) -> dict:
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            raise self.fail(where, f"{what} must be a mapping, got {type(value).__name__}")
+        return value
+
+    def known(self, keys: Any, allowed: tuple[str, ...], where: tuple[str, ...], what: str) -> None:
+        for key in keys:
+            if key not in allowed:
+                raise self.fail((*where, str(key)), f"unknown {what} key {key!r}; valid: {', '.join(allowed)}",
+                                key=True)
+
+    def spec(self, name: str, where: tuple[str, ...], options_ok: bool = True) -> FieldSpec:
+        spec = self.specs.get(name)
+        if spec is None or (spec.is_option and not options_ok):
+            kind = ("a TrainConfig field" if not options_ok
+                    else f"a TrainConfig field nor an option of method {self.method}")
+            raise self.fail(where, f"unknown parameter {name!r}: not {kind}", key=True)
+        return spec
+
+    def value(self, spec: FieldSpec, value: Any, where: tuple[str, ...]) -> Any:
+        try:
+            return coerce(spec, value)
+        except ValueError as err:
+            raise self.fail(where, str(err)) from None
+
+    def space(self, data: Any) -> SearchSpace:
+        top = self.mapping(data, (), "the file")
+        self.known(top, TOP_KEYS, (), "top-level")
+        method = top.get("method", self.method)
+        if method != self.method:
+            raise self.fail(("method",), f"this space is for method {method!r}, not {self.method!r}")
+        dataset = top.get("dataset")
+        if dataset is not None and dataset not in DATASETS:
+            raise self.fail(("dataset",), f"unknown dataset {dataset!r}; choose one of: {', '.join(sorted(DATASETS))}")
+        settings = {k: self.value(self.spec(k, ("settings", k), options_ok=False), v, ("settings", k))
+                    for k, v in self.mapping(top.get("settings"), ("settings",), "settings").items()}
+        fixed = {k: self.value(self.spec(k, ("fixed", k)), v, ("fixed", k))
+                 for k, v in self.mapping(top.get("fixed"), ("fixed",), "fixed").items()}
+        raw = self.mapping(top.get("params"), ("params",), "params")
+        if not raw:
+            raise self.fail(("params",) if "params" in top else (), "params: nothing to search (empty or missing)")
+        params = {}
+        for name, entry in raw.items():
+            if name in fixed or name in settings:
+                raise self.fail(("params", name), f"{name!r} is both searched and fixed", key=True)
+            params[name] = self.param(name, entry)
+        return SearchSpace(self.path, self.method, dataset, str(top.get("description", "")).strip(),
+                           settings, fixed, params)
+
+    def param(self, name: str, entry: Any) -> Param:
+        where = ("params", name)
+        spec = self.spec(name, where)
+        entry = self.mapping(entry, where, f"params.{name}")
+        self.known(entry, PARAM_KEYS, where, f"params.{name}")
+        for required in ("distribution", "paper"):
+            if required not in entry:
+                raise self.fail(where, f"params.{name}: missing {required!r}", key=True)
+        dist = entry["distribution"]
+        if dist not in DISTRIBUTIONS:
+            raise self.fail((*where, "distribution"),
+                            f"params.{name}: unknown distribution {dist!r}; valid: {', '.join(DISTRIBUTIONS)}")
+        kind = DISTRIBUTIONS[dist]
+        if kind is not None and spec.type is not kind:
+            use = {int: "int or logint", float: "uniform or loguniform"}.get(spec.type, "categorical")
+            raise self.fail((*where, "distribution"),
+                            f"params.{name}: {dist} does not fit a {spec.type.__name__} parameter; use {use}")
+
+        def val(key: str) -> Any:
+            return self.value(spec, entry[key], (*where, key)) if entry.get(key) is not None else None
+
+        paper, code = val("paper"), val("code")
+        if dist == "categorical":
+            p = self.categorical(name, spec, entry, where, paper, code)
+        else:
+            p = self.numeric(name, spec, entry, where, dist, paper, code)
+        start = val("start")
+        if start is None:
+            start = paper if code is None else code
+            if not p.contains(start):
+                raise self.fail(where, f"params.{name}: the default {start!r} (code/paper value) lies outside the "
+                                       f"searched range; give 'start', the first trial's value", key=True)
+        elif not p.contains(start):
+            raise self.fail((*where, "start"), f"params.{name}: start {start!r} lies outside the searched range")
+        return Param(**{**p.__dict__, "start": start})
+
+    def categorical(self, name: str, spec: FieldSpec, entry: dict, where: tuple[str, ...],
+                    paper: Any, code: Any) -> Param:
+        for key in ("low", "high", "step"):
+            if key in entry:
+                raise self.fail((*where, key), f"params.{name}: categorical takes 'choices', not {key!r}", key=True)
+        choices = entry.get("choices")
+        if not isinstance(choices, list) or not choices:
+            raise self.fail((*where, "choices") if "choices" in entry else where,
+                            f"params.{name}: categorical needs a non-empty list 'choices'", key="choices" not in entry)
+        values = tuple(self.value(spec, c, (*where, "choices", str(i))) for i, c in enumerate(choices))
+        if len(set(values)) != len(values):
+            raise self.fail((*where, "choices"), f"params.{name}: repeated choices {list(values)}")
+        return Param(name, "categorical", paper, code, choices=values, note=str(entry.get("note", "")))
+
+    def numeric(self, name: str, spec: FieldSpec, entry: dict, where: tuple[str, ...], dist: str,
+                paper: Any, code: Any) -> Param:
+        if "choices" in entry:
+            raise self.fail((*where, "choices"), f"params.{name}: {dist} takes low/high, not 'choices'", key=True)
+        for key in ("low", "high"):
+            if entry.get(key) is None:
+                raise self.fail(where, f"params.{name}: {dist} needs {key!r}", key=True)
+        low, high = self.value(spec, entry["low"], (*where, "low")), self.value(spec, entry["high"], (*where, "high"))
+        if low >= high:
+            raise self.fail((*where, "low"), f"params.{name}: empty or reversed range low={low} >= high={high}")
+        if dist in ("loguniform", "logint") and low <= 0:
+            raise self.fail((*where, "low"), f"params.{name}: {dist} needs low > 0, got {low}")
+        step = entry.get("step")
+        if step is not None:
+            if dist in ("loguniform", "logint"):
+                raise self.fail((*where, "step"), f"params.{name}: {dist} takes no 'step'")
+            if isinstance(step, bool) or not isinstance(step, int | float) or step <= 0 or (
+                    dist == "int" and not isinstance(step, int)):
+                raise self.fail((*where, "step"), f"params.{name}: step must be a positive "
+                                                  f"{'integer' if dist == 'int' else 'number'}, got {step!r}")
+        return Param(name, dist, paper, code, low=low, high=high, step=step, note=str(entry.get("note", "")))

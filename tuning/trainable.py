@@ -1,0 +1,97 @@
+"""The Tune function trainable: one ``spmi`` Trainer per trial.
+
+Each epoch it logs the metrics to the trial's MLflow run, saves the trainer's full state
+with the run id into a Tune checkpoint and reports ``epoch`` (epochs completed) and the
+scalar metrics. A restored trial loads its checkpoint and continues the same MLflow run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from ray import tune
+from ray.tune import Checkpoint
+
+from spmi.config import TrainConfig, config_from_flat
+from spmi.data import load_dataset
+from spmi.methods import get_method
+from spmi.options import build
+from spmi.trainer import Trainer
+from tuning import mlflow_log
+from tuning.settings import TIME_ATTR
+
+CHECKPOINT_FILE, META_FILE = "checkpoint.pt", "trial.json"
+
+
+def trial_config(config: dict[str, Any], base: dict[str, Any]) -> TrainConfig:
+    """The TrainConfig of a trial: its searched values over the search's base config."""
+    return config_from_flat(config, config_from_flat(base))
+
+
+def all_params(cfg: TrainConfig) -> dict[str, Any]:
+    """Every config value of a run, method options with their defaults included."""
+    fields = {k: v for k, v in cfg.to_dict().items() if k != "options"}
+    options = dataclasses.asdict(build(get_method(cfg.method).Options, cfg.options, cfg.method))
+    return {**fields, **options}
+
+
+def train_trial(config: dict[str, Any], base: dict[str, Any], meta: dict[str, Any]) -> None:
+    """``config``: the searched values; ``base``: the search's flat config; ``meta``: MLflow
+    ids, search name, commit, CPUs (both bound with ``tune.with_parameters``)."""
+    logging.getLogger("ray.train").setLevel(logging.WARNING)  # no line per checkpoint
+    torch.set_num_threads(max(1, int(meta["cpus"])))
+    cfg = trial_config(config, base)
+    data = load_dataset(cfg.dataset, cfg.data_root, verify=False)  # the driver verified the files
+    trainer = Trainer(cfg, data)
+    run_id = _restore(trainer)
+    ctx = tune.get_context()
+    uri = meta["tracking_uri"]
+    tags = {"role": "trial", "dataset": cfg.dataset, "method": cfg.method, "trial_name": ctx.get_trial_name(),
+            "search": meta["search"], "git_commit": meta["git_commit"], "data_checksum": data.checksum,
+            "searched": ",".join(config), mlflow_log.PARENT_TAG: meta["parent_run_id"]}
+    run = mlflow_log.TrialRun.open(uri, meta["experiment_id"], ctx.get_trial_id(), ctx.get_trial_name(), tags,
+                                   run_id=run_id)
+    if run.new:
+        mlflow_log.log_params(uri, run.run_id, all_params(cfg))
+    if trainer.epoch > 0:
+        run.log_metric("resumed_from_epoch", trainer.epoch, step=trainer.epoch)
+        mlflow_log.set_tags(uri, run.run_id, {"resumed_from_epoch": trainer.epoch})
+    trainer.callbacks.append(_Reporter(run))
+    trainer.fit()
+    # reached only when Tune asks past the last epoch; CloseTrialRuns closes the run otherwise
+    mlflow_log.terminate(uri, run.run_id, "FINISHED")
+
+
+def _restore(trainer: Trainer) -> str | None:
+    """Load the trial's Tune checkpoint, if any; returns the MLflow run id saved with it."""
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is None:
+        return None
+    with checkpoint.as_directory() as folder:
+        trainer.load(Path(folder) / CHECKPOINT_FILE)
+        meta_path = Path(folder) / META_FILE
+        return json.loads(meta_path.read_text()).get("mlflow_run_id") if meta_path.exists() else None
+
+
+class _Reporter:
+    """Trainer callback: MLflow metrics, checkpoint and ``tune.report`` after each epoch."""
+
+    def __init__(self, run: mlflow_log.TrialRun):
+        self.run = run
+
+    def __call__(self, metrics: dict[str, Any], trainer: Trainer) -> None:
+        done = int(metrics["epoch"]) + 1
+        record = {**metrics, TIME_ATTR: done}
+        self.run.log_epoch(record, step=done)
+        scalars = {k: float(v) for k, v in record.items() if isinstance(v, int | float) and not isinstance(v, bool)}
+        scalars[TIME_ATTR] = done
+        with tempfile.TemporaryDirectory() as folder:
+            trainer.save(Path(folder) / CHECKPOINT_FILE)
+            (Path(folder) / META_FILE).write_text(json.dumps({"mlflow_run_id": self.run.run_id, "epoch": done}))
+            tune.report(scalars, checkpoint=Checkpoint.from_directory(folder))
