@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint data bench clean
+.PHONY: demo train-demo test lint data bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,8 +16,11 @@ data: $(STAMP)
 	$(PY) -m spmi.data.fetch fmnist
 
 demo: data
+	$(PY) tuning/search.py --dataset fmnist --preset quick
+
+train-demo: data
 	$(PY) -m spmi.train --dataset fmnist --method spmi --labelled 4000 --partial-rate 0.3 \
-		--epochs 6 --warmup 3 --unlabelled-size 20000 --precision bf16 --seed 123 --out runs/demo
+		--epochs 20 --warmup 10 --seed 123 --out runs/fmnist-spmi
 
 test: $(STAMP)
 	$(PY) -m pytest -q
