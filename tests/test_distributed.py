@@ -6,9 +6,9 @@ import copy
 
 import pytest
 import torch
-from datagen import write_idx_fmnist
 from torch import nn
 
+from datagen import write_idx_fmnist
 from spmi.config import TrainConfig
 from spmi.data import load_dataset
 from spmi.distributed import DistComm, StateMismatch, _to_global_bn, assert_in_sync, shard_bounds, spawn, state_digest

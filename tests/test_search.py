@@ -13,9 +13,9 @@ import sys
 import time
 from pathlib import Path
 
-import datagen
 import pytest
 
+import datagen
 from spmi.config import TrainConfig
 from spmi.methods.spmi import SPMIOptions
 from tuning import search

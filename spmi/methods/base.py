@@ -91,10 +91,12 @@ class Method:
         return {name: getattr(self, name) for name in self.state_names}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Copies of the saved values, so in-place updates never reach ``state``."""
         for name in self.state_names:
             value = state[name]
-            current = getattr(self, name)
-            setattr(self, name, value.to(current.device) if isinstance(value, Tensor) else value)
+            if isinstance(value, Tensor):
+                value = value.to(getattr(self, name).device, copy=True)
+            setattr(self, name, value)
 
 
 def weighted_nll(logp: Tensor, weights: Tensor) -> Tensor:

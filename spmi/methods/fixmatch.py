@@ -127,10 +127,6 @@ class FixMatchPLL(Method):
                 "fixmatch/mask_rate": masked / seen if seen else 0.0,
                 "fixmatch/pseudo_acc": correct / masked if masked else 0.0}
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        # copies, so that in-place updates never reach the saved (or another method's) tensors
-        super().load_state_dict({k: v.clone() if isinstance(v, Tensor) else v for k, v in state.items()})
-
 
 def proden_targets(sets: Tensor, probs: Tensor) -> Tensor:
     """PRODEN confidences normalise(S * f) (Lv et al., ICML 2020); S/|S| where that is 0."""
