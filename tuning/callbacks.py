@@ -1,6 +1,7 @@
-"""Driver-side Tune callback that closes each trial's MLflow run when Tune is done with
-the trial: a trial stopped by ASHA (or at max_t) is simply never resumed, so the
-trainable itself cannot do it."""
+"""Driver-side Tune callbacks: ``CloseTrialRuns`` closes each trial's MLflow run when Tune
+is done with the trial (a trial stopped by ASHA, or at max_t, is simply never resumed,
+so the trainable itself cannot do it); ``ReleaseTrainGroups`` frees the workers of a
+DDP trial that Tune stopped."""
 
 from __future__ import annotations
 
@@ -32,6 +33,8 @@ class CloseTrialRuns(Callback):
                 "stopped_early": str(epochs < self.max_epochs).lower()}
         if trial.checkpoint is not None:
             tags["final_checkpoint"] = trial.checkpoint.path
+        elif result.get("checkpoint_path"):  # a DDP trial: its Ray Train checkpoint
+            tags["final_checkpoint"] = result["checkpoint_path"]
         self._close(trial, "FINISHED", tags)
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
@@ -46,3 +49,24 @@ class CloseTrialRuns(Callback):
             mlflow_log.terminate(self.uri, run.info.run_id, status)
         except Exception as err:  # logging must never stop the search
             log.warning("could not close the MLflow run of trial %s: %s", trial.trial_id, err)
+
+
+class ReleaseTrainGroups(Callback):
+    """DDP trials: when Tune is done with a trial (or retries it), remove its Ray Train
+    worker placement group, which a killed trial actor leaves reserved (see tuning.ddp)."""
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._release(trial)
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._release(trial)
+
+    def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._release(trial)
+
+    def _release(self, trial: Any) -> None:
+        from tuning.ddp import PG_KEY, release_placement_group
+        try:
+            release_placement_group((trial.last_result or {}).get(PG_KEY))
+        except Exception as err:  # never stop the search over it
+            log.warning("could not release the workers of trial %s: %s", trial.trial_id, err)

@@ -49,6 +49,8 @@ class SearchPlan:
     tracking_uri: str
     base: dict[str, Any]
     preset: str | None = None
+    workers_per_trial: int = 1   # > 1: each trial is a Ray Train DDP run; CPUs/GPUs above are per worker
+    check_sync: bool = False     # DDP: assert_in_sync after every epoch
     metric: str = S.METRIC
     mode: str = S.MODE
     git_commit: str = "unknown"
@@ -141,20 +143,27 @@ def check_data(cfg: TrainConfig) -> str:
     return data.checksum
 
 
-def check_resources(cpus: int, gpus: float, local: bool) -> None:
+def check_resources(cpus: int, gpus: float, local: bool, workers: int = 1) -> None:
+    """With ``workers`` > 1 the CPUs and GPUs are per worker (each worker: its own GPUs)."""
+    if workers < 1:
+        raise ValueError(f"--workers-per-trial {workers} must be >= 1")
     if cpus < 1:
         raise ValueError(f"--cpus-per-trial {cpus} must be >= 1")
     if gpus < 0 or (gpus > 1 and gpus != int(gpus)):
         raise ValueError(f"--gpus-per-trial {gpus} must be a fraction in [0, 1] or a whole number")
+    if workers > 1 and gpus != int(gpus):
+        raise ValueError(f"--gpus-per-trial {gpus:g} with --workers-per-trial {workers}: each DDP worker needs "
+                         f"whole GPUs (NCCL cannot share one GPU between ranks); use 0 or 1")
+    each = f" x {workers} workers" if workers > 1 else ""
     if local:
         import torch
         n_gpu = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if gpus > n_gpu:
+        if gpus * workers > n_gpu:
             have = "no CUDA GPU" if n_gpu == 0 else f"only {n_gpu} GPU(s)"
-            raise ValueError(f"--gpus-per-trial {gpus:g} asks for more GPUs than this machine has ({have}); "
-                             f"use --gpus-per-trial 0")
-        if cpus > (os.cpu_count() or 1):
-            raise ValueError(f"--cpus-per-trial {cpus} exceeds the {os.cpu_count()} CPUs of this machine")
+            raise ValueError(f"--gpus-per-trial {gpus:g}{each} asks for more GPUs than this machine has ({have}); "
+                             f"use --gpus-per-trial 0" + (" or fewer workers" if workers > 1 and n_gpu else ""))
+        if cpus * workers > (os.cpu_count() or 1):
+            raise ValueError(f"--cpus-per-trial {cpus}{each} exceeds the {os.cpu_count()} CPUs of this machine")
 
 
 def make_plan(args: Any, storage: Path, name: str, tracking_uri: str) -> tuple[SearchPlan, SearchSpace]:
@@ -185,9 +194,10 @@ def make_plan(args: Any, storage: Path, name: str, tracking_uri: str) -> tuple[S
     max_epochs = int(pick("max_epochs", S.PAPER_EPOCHS))
     if max_epochs < 1:
         raise ValueError(f"--max-epochs {max_epochs} must be >= 1")
+    workers = int(getattr(args, "workers_per_trial", None) or 1)
     gpus = float(pick("gpus_per_trial", _default_gpus()))
     cpus = int(pick("cpus_per_trial", _default_cpus(gpus)))
-    check_resources(cpus, gpus, local=args.address is None)
+    check_resources(cpus, gpus, local=args.address is None, workers=workers)
     values |= {"dataset": args.dataset, "method": args.method, "epochs": max_epochs,
                "device": "cuda" if gpus > 0 else "cpu", "progress": False, "out": None}
     root = values.get("data_root")
@@ -205,7 +215,8 @@ def make_plan(args: Any, storage: Path, name: str, tracking_uri: str) -> tuple[S
     reduction = int(pick("reduction_factor", S.DEFAULT_REDUCTION_FACTOR))
     if reduction < 2:
         raise ValueError(f"--reduction-factor {reduction} must be >= 2")
-    max_conc = pick("max_concurrent", None)
+    # a preset's trial count assumes single-process trials; DDP trials get what the resources allow
+    max_conc = args.max_concurrent if workers > 1 else pick("max_concurrent", None)
     if max_conc is not None and int(max_conc) < 1:
         raise ValueError(f"--max-concurrent {max_conc} must be >= 1")
     checksum = check_data(cfg)
@@ -215,7 +226,8 @@ def make_plan(args: Any, storage: Path, name: str, tracking_uri: str) -> tuple[S
         num_samples=num_samples, max_epochs=max_epochs, grace_period=grace, reduction_factor=reduction,
         seed=int(args.seed), cpus_per_trial=cpus, gpus_per_trial=gpus,
         max_concurrent=None if max_conc is None else int(max_conc), tracking_uri=tracking_uri,
-        base=cfg.to_dict(), preset=args.preset, git_commit=git_commit(), data_checksum=checksum)
+        base=cfg.to_dict(), preset=args.preset, workers_per_trial=workers,
+        check_sync=bool(getattr(args, "check_sync", False)), git_commit=git_commit(), data_checksum=checksum)
     return plan, space
 
 

@@ -15,36 +15,49 @@ from ray.tune.search import ConcurrencyLimiter
 from ray.tune.search.optuna import OptunaSearch
 
 from tuning import mlflow_log
-from tuning.callbacks import CloseTrialRuns
+from tuning.callbacks import CloseTrialRuns, ReleaseTrainGroups
 from tuning.plan import SearchPlan
-from tuning.settings import REPO_ROOT, TIME_ATTR
+from tuning.settings import DRIVER_CPU, DRIVER_HEADROOM_CPUS, REPO_ROOT, TIME_ATTR, TRAIN_RUNS_DIR
 from tuning.trainable import train_trial
 
 
-def start_ray(address: str | None) -> None:
+def start_ray(address: str | None, workers_per_trial: int = 1) -> None:
+    """Join ``address`` or start a local Ray; with DDP trials the local Ray gets
+    DRIVER_HEADROOM_CPUS logical CPUs more than the cores, for the idle trial drivers."""
     os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH")) if p)
     if address:  # a remote cluster gets the code shipped with the job
         ray.init(address=address, runtime_env={"py_modules": [str(REPO_ROOT / "spmi"), str(REPO_ROOT / "tuning")]})
         return
     import torch
-    ray.init(address="local", num_cpus=os.cpu_count() or 1,
+    headroom = DRIVER_HEADROOM_CPUS if workers_per_trial > 1 else 0
+    ray.init(address="local", num_cpus=(os.cpu_count() or 1) + headroom,
              num_gpus=torch.cuda.device_count() if torch.cuda.is_available() else 0,
              include_dashboard=False, object_store_memory=256 * 1024**2)
+
+
+def trial_need(plan: SearchPlan) -> tuple[float, float]:
+    """(CPUs, GPUs) one trial holds: its own, or N workers' plus the driver's CPU share."""
+    n = plan.workers_per_trial
+    if n > 1:
+        return n * plan.cpus_per_trial + DRIVER_CPU, n * plan.gpus_per_trial
+    return float(plan.cpus_per_trial), plan.gpus_per_trial
 
 
 def check_cluster(plan: SearchPlan) -> None:
     """Trials that could never be placed are an error now, not trials pending forever."""
     have = ray.cluster_resources()
     gpus, cpus = have.get("GPU", 0.0), have.get("CPU", 0.0)
-    if plan.gpus_per_trial > gpus:
-        raise ValueError(f"each trial asks for {plan.gpus_per_trial:g} GPU(s), but the Ray cluster has "
+    need_cpu, need_gpu = trial_need(plan)
+    each = f" ({plan.workers_per_trial} workers)" if plan.workers_per_trial > 1 else ""
+    if need_gpu > gpus:
+        raise ValueError(f"each trial{each} asks for {need_gpu:g} GPU(s), but the Ray cluster has "
                          f"{gpus:g}; use --gpus-per-trial 0")
-    if plan.cpus_per_trial > cpus:
-        raise ValueError(f"each trial asks for {plan.cpus_per_trial} CPUs, but the Ray cluster has {cpus:g}")
+    if need_cpu > cpus + 1e-9:
+        raise ValueError(f"each trial{each} asks for {need_cpu:g} CPUs, but the Ray cluster has {cpus:g}")
     if plan.max_concurrent is None:
-        fit = cpus / plan.cpus_per_trial
-        if plan.gpus_per_trial > 0:
-            fit = min(fit, gpus / plan.gpus_per_trial)
+        fit = cpus / need_cpu
+        if need_gpu > 0:
+            fit = min(fit, gpus / need_gpu)
         plan.max_concurrent = max(1, int(fit + 1e-9))
         plan.save()
 
@@ -54,6 +67,12 @@ def trainable(plan: SearchPlan) -> Any:
     meta = {"tracking_uri": plan.tracking_uri, "experiment_id": plan.experiment_id,
             "parent_run_id": plan.parent_run_id, "search": plan.name, "git_commit": plan.git_commit,
             "cpus": plan.cpus_per_trial}
+    if plan.workers_per_trial > 1:  # the trial drives a Ray Train run whose workers hold the resources
+        from tuning.ddp import train_trial_ddp
+        meta |= {"workers": plan.workers_per_trial, "gpus": plan.gpus_per_trial, "check_sync": plan.check_sync,
+                 "train_storage": str(plan.experiment_path / TRAIN_RUNS_DIR)}
+        bound = tune.with_parameters(train_trial_ddp, base=plan.base, meta=meta)
+        return tune.with_resources(bound, {"cpu": DRIVER_CPU})
     bound = tune.with_parameters(train_trial, base=plan.base, meta=meta)
     return tune.with_resources(bound, {"cpu": plan.cpus_per_trial, "gpu": plan.gpus_per_trial})
 
@@ -77,7 +96,8 @@ def build_tuner(plan: SearchPlan) -> tune.Tuner:
             name=plan.name, storage_path=plan.storage_path, verbose=1, progress_reporter=reporter(plan, space),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
             failure_config=tune.FailureConfig(max_failures=1),
-            callbacks=[CloseTrialRuns(plan.tracking_uri, plan.experiment_id, plan.max_epochs)]))
+            callbacks=[CloseTrialRuns(plan.tracking_uri, plan.experiment_id, plan.max_epochs)]
+            + ([ReleaseTrainGroups()] if plan.workers_per_trial > 1 else [])))
 
 
 def reporter(plan: SearchPlan, space: Any) -> tune.CLIReporter:
@@ -94,7 +114,7 @@ def trial_states(plan: SearchPlan) -> dict[str, str]:
 
 
 def run_search(plan: SearchPlan, resumed: bool, address: str | None) -> int:
-    start_ray(address)
+    start_ray(address, plan.workers_per_trial)
     # after ray.init (which installs its own): a job manager's SIGTERM takes Tune's graceful
     # SIGINT path, so the state is saved and the search can be resumed
     signal.signal(signal.SIGTERM, lambda *_: os.kill(os.getpid(), signal.SIGINT))

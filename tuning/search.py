@@ -66,8 +66,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--tracking-uri", help="MLflow tracking server (default: sqlite under --storage-path)")
     r = p.add_argument_group("resources")
     r.add_argument("--gpus-per-trial", type=float,
-                   help="GPUs per trial, fractions allowed (default 1 with CUDA, else 0)")
-    r.add_argument("--cpus-per-trial", type=int, help="CPU threads per trial (default 1 without GPUs)")
+                   help="GPUs per trial (per worker with --workers-per-trial > 1), fractions allowed for "
+                        "single-process trials (default 1 with CUDA, else 0)")
+    r.add_argument("--cpus-per-trial", type=int,
+                   help="CPU threads per trial (per worker with --workers-per-trial > 1) (default 1 without GPUs)")
+    r.add_argument("--workers-per-trial", type=int, default=1, metavar="N",
+                   help="DDP workers per trial: > 1 runs each trial as a Ray Train TorchTrainer "
+                        "(NCCL on GPUs, gloo on CPUs)")
+    r.add_argument("--check-sync", action="store_true",
+                   help="DDP trials: check after every epoch that all workers hold identical state "
+                        "(a mismatch fails the trial)")
     r.add_argument("--max-concurrent", type=int, help="trials at once (default: as many as the resources allow)")
     r.add_argument("--address", help="connect to this Ray cluster instead of starting a local one")
     return p
@@ -88,7 +96,8 @@ def prepare(args: argparse.Namespace) -> tuple[P.SearchPlan, bool]:
             raise ValueError(f"{path} is a search of {plan.method} on {plan.dataset}, "
                              f"not {args.method} on {args.dataset}")
         plan.space()
-        P.check_resources(plan.cpus_per_trial, plan.gpus_per_trial, local=args.address is None)
+        P.check_resources(plan.cpus_per_trial, plan.gpus_per_trial, local=args.address is None,
+                          workers=plan.workers_per_trial)
         P.check_data(plan.base_config)
         mlflow_log.check_store(plan.tracking_uri)
         return plan, True
@@ -110,7 +119,7 @@ def start_tracking(plan: P.SearchPlan) -> None:
     space = plan.space()
     settings = {f"search.{k}": getattr(plan, k) for k in (
         "num_samples", "max_epochs", "grace_period", "reduction_factor", "seed", "cpus_per_trial",
-        "gpus_per_trial", "max_concurrent", "space_path", "preset", "metric", "mode")}
+        "gpus_per_trial", "workers_per_trial", "max_concurrent", "space_path", "preset", "metric", "mode")}
     fixed = {k: v for k, v in all_params(plan.base_config).items() if k not in space.params}
     tags = {"dataset": plan.dataset, "method": plan.method, "git_commit": plan.git_commit,
             "data_checksum": plan.data_checksum, "searched": ",".join(space.params)}

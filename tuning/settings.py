@@ -12,6 +12,10 @@ PAPER_EPOCHS = 500
 DEFAULT_NUM_SAMPLES = 32
 DEFAULT_GRACE_MARGIN = 5     # epochs past the largest warm-up before ASHA may stop a trial
 DEFAULT_REDUCTION_FACTOR = 3
+# DDP trials (--workers-per-trial N > 1): the Tune trial only drives a Ray Train run
+DRIVER_CPU = 0.1             # CPU share of that idle driver
+DRIVER_HEADROOM_CPUS = 1     # logical CPUs a local Ray gets on top of the cores, for the drivers
+TRAIN_RUNS_DIR = "train_runs"  # <experiment>/train_runs/train-<trial_id>/epoch_NNNN: DDP checkpoints
 
 # the SPMI paper's settings (App. A.4 / official README), used when a space file lacks them
 PAPER_SETTINGS: dict[str, dict[str, object]] = {

@@ -51,32 +51,51 @@ def train_trial(config: dict[str, Any], base: dict[str, Any], meta: dict[str, An
     trainer = Trainer(cfg, data)
     run_id = _restore(trainer)
     ctx = tune.get_context()
-    uri = meta["tracking_uri"]
-    tags = {"role": "trial", "dataset": cfg.dataset, "method": cfg.method, "trial_name": ctx.get_trial_name(),
-            "search": meta["search"], "git_commit": meta["git_commit"], "data_checksum": data.checksum,
+    run = open_trial_run(trainer, config, meta, ctx.get_trial_id(), ctx.get_trial_name(), run_id)
+    trainer.callbacks.append(_Reporter(run))
+    trainer.fit()
+    # reached only when Tune asks past the last epoch; CloseTrialRuns closes the run otherwise
+    mlflow_log.terminate(meta["tracking_uri"], run.run_id, "FINISHED")
+
+
+def open_trial_run(trainer: Trainer, config: dict[str, Any], meta: dict[str, Any], trial_id: str,
+                   trial_name: str, run_id: str | None) -> mlflow_log.TrialRun:
+    """The trial's MLflow run: ``run_id`` (from the checkpoint) or the trial's run continued,
+    else a new one with every param; a resumption is recorded as ``resumed_from_epoch``."""
+    cfg, uri = trainer.cfg, meta["tracking_uri"]
+    tags = {"role": "trial", "dataset": cfg.dataset, "method": cfg.method, "trial_name": trial_name,
+            "search": meta["search"], "git_commit": meta["git_commit"], "data_checksum": trainer.data.checksum,
             "searched": ",".join(config), mlflow_log.PARENT_TAG: meta["parent_run_id"]}
-    run = mlflow_log.TrialRun.open(uri, meta["experiment_id"], ctx.get_trial_id(), ctx.get_trial_name(), tags,
-                                   run_id=run_id)
+    run = mlflow_log.TrialRun.open(uri, meta["experiment_id"], trial_id, trial_name, tags, run_id=run_id)
     if run.new:
         mlflow_log.log_params(uri, run.run_id, all_params(cfg))
     if trainer.epoch > 0:
         run.log_metric("resumed_from_epoch", trainer.epoch, step=trainer.epoch)
         mlflow_log.set_tags(uri, run.run_id, {"resumed_from_epoch": trainer.epoch})
-    trainer.callbacks.append(_Reporter(run))
-    trainer.fit()
-    # reached only when Tune asks past the last epoch; CloseTrialRuns closes the run otherwise
-    mlflow_log.terminate(uri, run.run_id, "FINISHED")
+    return run
 
 
 def _restore(trainer: Trainer) -> str | None:
     """Load the trial's Tune checkpoint, if any; returns the MLflow run id saved with it."""
-    checkpoint = tune.get_checkpoint()
+    return load_checkpoint(trainer, tune.get_checkpoint())
+
+
+def load_checkpoint(trainer: Trainer, checkpoint: Any) -> str | None:
+    """Load a (Tune or Train) checkpoint into ``trainer``; the MLflow run id saved with it."""
     if checkpoint is None:
         return None
     with checkpoint.as_directory() as folder:
         trainer.load(Path(folder) / CHECKPOINT_FILE)
         meta_path = Path(folder) / META_FILE
         return json.loads(meta_path.read_text()).get("mlflow_run_id") if meta_path.exists() else None
+
+
+def scalar_record(record: dict[str, Any], done: int) -> dict[str, float | int]:
+    """The numbers of an epoch's record, for Tune, with ``epoch`` = epochs completed."""
+    scalars: dict[str, float | int] = {k: float(v) for k, v in record.items()
+                                       if isinstance(v, int | float) and not isinstance(v, bool)}
+    scalars[TIME_ATTR] = done
+    return scalars
 
 
 class _Reporter:
@@ -89,8 +108,7 @@ class _Reporter:
         done = int(metrics["epoch"]) + 1
         record = {**metrics, TIME_ATTR: done}
         self.run.log_epoch(record, step=done)
-        scalars = {k: float(v) for k, v in record.items() if isinstance(v, int | float) and not isinstance(v, bool)}
-        scalars[TIME_ATTR] = done
+        scalars = scalar_record(record, done)
         with tempfile.TemporaryDirectory() as folder:
             trainer.save(Path(folder) / CHECKPOINT_FILE)
             (Path(folder) / META_FILE).write_text(json.dumps({"mlflow_run_id": self.run.run_id, "epoch": done}))
