@@ -1,4 +1,4 @@
-"""Batched inference: accuracy of a model on a labelled image tensor."""
+"""Batched inference: how many images of a labelled tensor a model classifies right."""
 
 from __future__ import annotations
 
@@ -25,10 +25,3 @@ def count_correct(model: nn.Module, images: Tensor, labels: Tensor, prepare: Cal
     model.train(was_training)
     return correct
 
-
-def accuracy(model: nn.Module, images: Tensor, labels: Tensor, prepare: Callable[[Tensor], Tensor],
-             batch_size: int, autocast: Callable[[], AbstractContextManager]) -> float:
-    """Share of ``images`` (uint8, on the model's device) whose argmax equals ``labels``."""
-    if len(images) == 0:
-        return float("nan")
-    return count_correct(model, images, labels, prepare, batch_size, autocast).item() / len(images)

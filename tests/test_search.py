@@ -43,12 +43,16 @@ params:
 """
 
 
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("tiny")
+def write_tiny(root: Path) -> dict[str, Path]:
+    """Tiny Fashion-MNIST files and the search space above, under ``root``."""
     datagen.write_idx_fmnist(root / "data", 300, 60)
     (root / "space.yaml").write_text(SPACE)
     return {"data": root / "data", "space": root / "space.yaml"}
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    return write_tiny(tmp_path_factory.mktemp("tiny"))
 
 
 def common(tiny: dict[str, Path], storage: Path, unlabelled: int = 100) -> list[str]:

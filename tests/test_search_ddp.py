@@ -16,9 +16,8 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from test_search import SEARCH, SPACE, common, epochs_logged, kill_session, run_cli, runs_of
+from test_search import SEARCH, common, epochs_logged, kill_session, run_cli, runs_of, write_tiny
 
-import datagen
 from tuning import search
 from tuning.callbacks import ReleaseTrainGroups
 from tuning.ddp import PG_KEY
@@ -29,10 +28,7 @@ DDP = ["--workers-per-trial", "2", "--cpus-per-trial", "1"]
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("tiny")
-    datagen.write_idx_fmnist(root / "data", 300, 60)
-    (root / "space.yaml").write_text(SPACE)
-    return {"data": root / "data", "space": root / "space.yaml"}
+    return write_tiny(tmp_path_factory.mktemp("tiny"))
 
 
 @pytest.fixture(scope="module")
