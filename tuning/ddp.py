@@ -36,7 +36,15 @@ from spmi.distributed import DistComm, assert_in_sync
 from spmi.trainer import Trainer
 from tuning import mlflow_log
 from tuning.settings import TIME_ATTR
-from tuning.trainable import CHECKPOINT_FILE, META_FILE, load_checkpoint, open_trial_run, scalar_record, trial_config
+from tuning.trainable import (
+    CHECKPOINT_FILE,
+    META_FILE,
+    load_checkpoint,
+    open_trial_run,
+    report_if_completed,
+    scalar_record,
+    trial_config,
+)
 
 CHECKPOINT_DIR = "epoch_{:04d}"  # a Train checkpoint's folder, by epochs completed
 PG_KEY = "train_placement_group"  # result key: hex id of the trial's worker placement group
@@ -69,6 +77,8 @@ def train_trial_ddp(config: dict[str, Any], base: dict[str, Any], meta: dict[str
     logging.getLogger("ray.train").setLevel(logging.WARNING)
     ctx = tune.get_context()
     trial_id = ctx.get_trial_id()
+    if report_if_completed(meta, trial_id):
+        return
     use_gpu = float(meta["gpus"]) > 0
     per_worker = {"CPU": float(meta["cpus"]), **({"GPU": float(meta["gpus"])} if use_gpu else {})}
     loop = {"config": config, "base": base, "meta": meta, "trial_id": trial_id, "trial_name": ctx.get_trial_name()}

@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 TRIAL_TAG = "trial_id"            # every trial run carries its Tune trial id
 PARENT_TAG = "mlflow.parentRunId"
+COMPLETE_TAG, COMPLETE_VALUE = "tune_status", "TERMINATED"  # set when Tune is done with a trial
 TERMINAL = ("FINISHED", "FAILED", "KILLED")
 
 
@@ -129,6 +130,15 @@ def find_trial_run(uri: str, experiment_id: str, trial_id: str) -> Any | None:
     runs = retry(lambda: client(uri).search_runs([experiment_id], f"tags.{TRIAL_TAG} = '{trial_id}'",
                                                  max_results=5))
     return runs[0] if runs else None
+
+
+def completed_result(uri: str, experiment_id: str, trial_id: str) -> dict[str, float] | None:
+    """The latest metrics of a trial whose run a driver already closed as complete
+    (``callbacks.CloseTrialRuns`` tags it ``tune_status=TERMINATED``), else None."""
+    run = find_trial_run(uri, experiment_id, trial_id)
+    if run is None or run.data.tags.get(COMPLETE_TAG) != COMPLETE_VALUE:
+        return None
+    return dict(run.data.metrics)
 
 
 class TrialRun:

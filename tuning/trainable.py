@@ -45,17 +45,32 @@ def train_trial(config: dict[str, Any], base: dict[str, Any], meta: dict[str, An
     """``config``: the searched values; ``base``: the search's flat config; ``meta``: MLflow
     ids, search name, commit, CPUs (both bound with ``tune.with_parameters``)."""
     logging.getLogger("ray.train").setLevel(logging.WARNING)  # no line per checkpoint
+    ctx = tune.get_context()
+    if report_if_completed(meta, ctx.get_trial_id()):
+        return
     torch.set_num_threads(max(1, int(meta["cpus"])))
     cfg = trial_config(config, base)
     data = load_dataset(cfg.dataset, cfg.data_root, verify=False)  # the driver verified the files
     trainer = Trainer(cfg, data)
     run_id = _restore(trainer)
-    ctx = tune.get_context()
     run = open_trial_run(trainer, config, meta, ctx.get_trial_id(), ctx.get_trial_name(), run_id)
     trainer.callbacks.append(_Reporter(run))
     trainer.fit()
     # reached only when Tune asks past the last epoch; CloseTrialRuns closes the run otherwise
     mlflow_log.terminate(meta["tracking_uri"], run.run_id, "FINISHED")
+
+
+def report_if_completed(meta: dict[str, Any], trial_id: str) -> bool:
+    """A resumed search may restart a trial that the killed driver had already seen
+    complete (ASHA stopped it, or it reached the last epoch) before its experiment snapshot
+    recorded that. Such a trial must not train on: report its final result again (so Tune,
+    ASHA and the searcher see it) and tell the caller to return."""
+    done = mlflow_log.completed_result(meta["tracking_uri"], meta["experiment_id"], trial_id)
+    if done is None:
+        return False
+    done[TIME_ATTR] = int(done.get(TIME_ATTR, 0))
+    tune.report(done)
+    return True
 
 
 def open_trial_run(trainer: Trainer, config: dict[str, Any], meta: dict[str, Any], trial_id: str,
