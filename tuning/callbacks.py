@@ -29,7 +29,7 @@ class CloseTrialRuns(Callback):
         how = "stopped early (ASHA)" if epochs < self.max_epochs else "finished"
         print(f"[search] trial {trial.trial_id} {how} after {epochs} epochs: val/acc "
               f"{result.get(METRIC, float('nan')):.4f}", flush=True)
-        tags = {mlflow_log.COMPLETE_TAG: mlflow_log.COMPLETE_VALUE, "epochs_trained": epochs,
+        tags = {mlflow_log.STATUS_TAG: "TERMINATED", "epochs_trained": epochs,
                 "stopped_early": str(epochs < self.max_epochs).lower()}
         if trial.checkpoint is not None:
             tags["final_checkpoint"] = trial.checkpoint.path
@@ -38,17 +38,15 @@ class CloseTrialRuns(Callback):
         self._close(trial, "FINISHED", tags)
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._close(trial, "FAILED", {mlflow_log.COMPLETE_TAG: "ERROR"})
+        self._close(trial, "FAILED", {mlflow_log.STATUS_TAG: "ERROR"})
 
     def _close(self, trial: Any, status: str, tags: dict[str, Any]) -> None:
         try:
             run = mlflow_log.find_trial_run(self.uri, self.experiment_id, trial.trial_id)
             if run is None:
                 return
-            if run.data.tags.get(mlflow_log.COMPLETE_TAG) == mlflow_log.COMPLETE_VALUE:
-                # closed by an earlier driver; the restarted trial only re-reported its result
-                tags = {}
-            mlflow_log.set_tags(self.uri, run.info.run_id, tags)
+            if not mlflow_log.is_complete(run):  # else an earlier driver's tags stay (see trainable)
+                mlflow_log.set_tags(self.uri, run.info.run_id, tags)
             mlflow_log.terminate(self.uri, run.info.run_id, status)
         except Exception as err:  # logging must never stop the search
             log.warning("could not close the MLflow run of trial %s: %s", trial.trial_id, err)

@@ -18,7 +18,6 @@ Tune is done with the trial.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import tempfile
 from pathlib import Path
@@ -38,12 +37,13 @@ from tuning import mlflow_log
 from tuning.settings import TIME_ATTR
 from tuning.trainable import (
     CHECKPOINT_FILE,
-    META_FILE,
+    epoch_record,
     load_checkpoint,
     open_trial_run,
     report_if_completed,
     scalar_record,
     trial_config,
+    write_meta,
 )
 
 CHECKPOINT_DIR = "epoch_{:04d}"  # a Train checkpoint's folder, by epochs completed
@@ -140,19 +140,18 @@ class _DDPReporter:
         self.run, self.rank, self.pg_hex = run, rank, pg_hex
 
     def __call__(self, metrics: dict[str, Any], trainer: Trainer) -> None:
-        done = int(metrics["epoch"]) + 1
-        record = {**metrics, TIME_ATTR: done}
+        record = epoch_record(metrics)
+        done = record[TIME_ATTR]
         if self.run is not None:
             self.run.log_epoch(record, step=done)
-        scalars: dict[str, Any] = scalar_record(record, done)
+        scalars: dict[str, Any] = scalar_record(record)
         if self.pg_hex:
             scalars[PG_KEY] = self.pg_hex
         with tempfile.TemporaryDirectory() as folder:
             trainer.save(Path(folder) / CHECKPOINT_FILE)  # every rank calls it; rank 0 writes
             checkpoint = None
             if self.rank == 0:
-                run_id = self.run.run_id if self.run is not None else None
-                (Path(folder) / META_FILE).write_text(json.dumps({"mlflow_run_id": run_id, "epoch": done}))
+                write_meta(folder, self.run.run_id if self.run is not None else None, done)
                 checkpoint = Checkpoint.from_directory(folder)
             ray.train.report(scalars, checkpoint=checkpoint,
                              checkpoint_dir_name=CHECKPOINT_DIR.format(done))

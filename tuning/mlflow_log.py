@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 TRIAL_TAG = "trial_id"            # every trial run carries its Tune trial id
 PARENT_TAG = "mlflow.parentRunId"
-COMPLETE_TAG, COMPLETE_VALUE = "tune_status", "TERMINATED"  # set when Tune is done with a trial
+STATUS_TAG = "tune_status"       # set by the driver when Tune is done with a trial: TERMINATED or ERROR
 TERMINAL = ("FINISHED", "FAILED", "KILLED")
 
 
@@ -132,13 +132,15 @@ def find_trial_run(uri: str, experiment_id: str, trial_id: str) -> Any | None:
     return runs[0] if runs else None
 
 
+def is_complete(run: Any) -> bool:
+    """Whether a driver closed this trial run as complete (``callbacks.CloseTrialRuns``)."""
+    return run.data.tags.get(STATUS_TAG) == "TERMINATED"
+
+
 def completed_result(uri: str, experiment_id: str, trial_id: str) -> dict[str, float] | None:
-    """The latest metrics of a trial whose run a driver already closed as complete
-    (``callbacks.CloseTrialRuns`` tags it ``tune_status=TERMINATED``), else None."""
+    """The latest metrics of a trial whose run a driver already closed as complete, else None."""
     run = find_trial_run(uri, experiment_id, trial_id)
-    if run is None or run.data.tags.get(COMPLETE_TAG) != COMPLETE_VALUE:
-        return None
-    return dict(run.data.metrics)
+    return dict(run.data.metrics) if run is not None and is_complete(run) else None
 
 
 class TrialRun:

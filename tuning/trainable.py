@@ -105,11 +105,21 @@ def load_checkpoint(trainer: Trainer, checkpoint: Any) -> str | None:
         return json.loads(meta_path.read_text()).get("mlflow_run_id") if meta_path.exists() else None
 
 
-def scalar_record(record: dict[str, Any], done: int) -> dict[str, float | int]:
-    """The numbers of an epoch's record, for Tune, with ``epoch`` = epochs completed."""
+def write_meta(folder: str | Path, run_id: str | None, done: int) -> None:
+    """The file beside a trial checkpoint that ``load_checkpoint`` reads the MLflow run id from."""
+    (Path(folder) / META_FILE).write_text(json.dumps({"mlflow_run_id": run_id, "epoch": done}))
+
+
+def epoch_record(metrics: dict[str, Any]) -> dict[str, Any]:
+    """A trainer epoch's metrics as logged and reported: ``epoch`` = epochs completed (1-based)."""
+    return {**metrics, TIME_ATTR: int(metrics["epoch"]) + 1}
+
+
+def scalar_record(record: dict[str, Any]) -> dict[str, float | int]:
+    """The numbers of an ``epoch_record``, for Tune; ``epoch`` stays an int."""
     scalars: dict[str, float | int] = {k: float(v) for k, v in record.items()
                                        if isinstance(v, int | float) and not isinstance(v, bool)}
-    scalars[TIME_ATTR] = done
+    scalars[TIME_ATTR] = int(record[TIME_ATTR])
     return scalars
 
 
@@ -120,11 +130,11 @@ class _Reporter:
         self.run = run
 
     def __call__(self, metrics: dict[str, Any], trainer: Trainer) -> None:
-        done = int(metrics["epoch"]) + 1
-        record = {**metrics, TIME_ATTR: done}
+        record = epoch_record(metrics)
+        done = record[TIME_ATTR]
         self.run.log_epoch(record, step=done)
-        scalars = scalar_record(record, done)
+        scalars = scalar_record(record)
         with tempfile.TemporaryDirectory() as folder:
             trainer.save(Path(folder) / CHECKPOINT_FILE)
-            (Path(folder) / META_FILE).write_text(json.dumps({"mlflow_run_id": self.run.run_id, "epoch": done}))
+            write_meta(folder, self.run.run_id, done)
             tune.report(scalars, checkpoint=Checkpoint.from_directory(folder))
