@@ -28,9 +28,10 @@ def load_runs(folders: Sequence[str | Path]) -> dict[str, list[dict[str, Any]]]:
         if not records:
             raise ValueError(f"{folder} holds no {METRICS_FILE} records "
                              "(give the folders passed to `python -m spmi.train --out`)")
-        name, k = Path(folder).resolve().name, 2
+        base = name = Path(folder).resolve().name
+        k = 2
         while name in runs:
-            name, k = f"{Path(folder).resolve().name}#{k}", k + 1
+            name, k = f"{base}#{k}", k + 1
         runs[name] = sorted(records, key=lambda r: r["epoch"])
     return runs
 
