@@ -6,8 +6,11 @@ ops work on float32 in ``[0, 1]``.  Every random draw comes from a caller-suppli
 yields the same output on CPU.
 
 * weak   = random horizontal flip + random crop from a reflect-padded image;
-* strong = weak, then AutoAugment (CIFAR-10 / SVHN policies of Cubuk et al. 2019, as
-  in DeepVoltaire's ``CIFAR10Policy`` / ``SVHNPolicy``) and Cutout.
+* strong = weak, then AutoAugment and Cutout.  Policies: ``cifar10_spmi``, the 97
+  sub-policies of the SPMI authors' ``CIFAR10Policy`` (livyf/SPMI utils/autoaugment.py,
+  used for CIFAR-10 and CIFAR-100); ``cifar10``, the canonical 25 of Cubuk et al. 2019
+  (DeepVoltaire's ``CIFAR10Policy``); ``svhn``, the 25 of ``SVHNPolicy``.
+  Geometric ops resample as PIL does there: translate / rotate NEAREST, shear BICUBIC.
 """
 
 import math
@@ -134,18 +137,52 @@ def affine_matrices(op: Tensor, value: Tensor, h: int, w: int) -> Tensor:
     return torch.stack([a, b, c, d, e, f], 1).view(-1, 2, 3)
 
 
-def affine_warp(x: Tensor, mat: Tensor, fill: float = FILL) -> Tensor:
-    """Bilinear warp with per-sample [N, 2, 3] output->input pixel maps; outside = fill."""
-    n, _, h, w = x.shape
-    u = torch.arange(w, device=x.device, dtype=torch.float32) + 0.5
-    v = torch.arange(h, device=x.device, dtype=torch.float32) + 0.5
-    m = mat.float().view(n, 6, 1, 1)
+def _cubic_weights(d: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Weights of the taps at -1, 0, 1, 2 for offset d in [0, 1): PIL's affine BICUBIC
+    (Geometry.c, the cubic with a = -1)."""
+    d2, d3 = d * d, d * d * d
+    return -d + 2 * d2 - d3, 1 - 2 * d2 + d3, d + d2 - d3, d3 - d2
+
+
+def affine_warp(x: Tensor, mat: Tensor, fill: float = FILL, mode: str = "nearest") -> Tensor:
+    """Warp with per-sample [N, 2, 3] output->input pixel maps, resampled as PIL's
+    ``Image.transform`` does: output pixel centres map to (xin, yin); a centre outside the
+    image gets ``fill``; ``nearest`` takes the pixel holding it, ``bicubic`` PIL's cubic
+    (a = -1) over 4 x 4 taps clamped to the border."""
+    n, c, h, w = x.shape
+    # coordinates in float64 as PIL computes them: the inside/outside decision at the border
+    # and the floor of NEAREST must not flip on float32 rounding
+    u = torch.arange(w, device=x.device, dtype=torch.float64) + 0.5
+    v = torch.arange(h, device=x.device, dtype=torch.float64) + 0.5
+    m = mat.double().view(n, 6, 1, 1)
     xin = m[:, 0] * u + m[:, 1] * v[:, None] + m[:, 2]  # [N, H, W]
     yin = m[:, 3] * u + m[:, 4] * v[:, None] + m[:, 5]
-    grid = torch.stack([xin * (2.0 / w) - 1.0, yin * (2.0 / h) - 1.0], -1)
-    # Zero padding on (x - fill) equals constant-`fill` padding, bilinear blend included.
-    out = F.grid_sample(x.float() - fill, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-    return out.add_(fill)
+    inside = ((xin >= 0) & (xin < w) & (yin >= 0) & (yin < h)).unsqueeze(1)
+    flat = x.float().reshape(n, c, h * w)
+
+    def tap(ix: Tensor, iy: Tensor) -> Tensor:
+        idx = (iy.clamp(0, h - 1) * w + ix.clamp(0, w - 1)).view(n, 1, h * w).expand(n, c, h * w)
+        return flat.gather(2, idx).view(n, c, h, w)
+
+    if mode == "nearest":
+        out = tap(xin.floor().long(), yin.floor().long())
+    elif mode == "bicubic":
+        xs, ys = xin - 0.5, yin - 0.5
+        x0, y0 = xs.floor(), ys.floor()
+        wx, wy = _cubic_weights((xs - x0).float()), _cubic_weights((ys - y0).float())
+        x0, y0 = x0.long() - 1, y0.long() - 1
+        out = torch.zeros_like(x, dtype=torch.float32)
+        for j in range(4):
+            row = sum(wx[i].unsqueeze(1) * tap(x0 + i, y0 + j) for i in range(4))
+            out += wy[j].unsqueeze(1) * row
+    else:
+        raise ValueError(f"unknown resampling mode {mode!r}; choose nearest or bicubic")
+    return torch.where(inside, out, torch.full_like(out, fill))
+
+
+# resampling of each geometric op in the reference (PIL ``transform``/``rotate`` defaults)
+RESAMPLE = {"shearX": "bicubic", "shearY": "bicubic", "translateX": "nearest", "translateY": "nearest",
+            "rotate": "nearest"}
 
 
 def _geometric(name: str) -> Callable[[Tensor, Tensor], Tensor]:
@@ -153,7 +190,8 @@ def _geometric(name: str) -> Callable[[Tensor, Tensor], Tensor]:
 
     def op(x: Tensor, value: Tensor) -> Tensor:
         ids = torch.full((x.shape[0],), op_id, device=x.device)
-        return affine_warp(x, affine_matrices(ids, value.to(x.device), x.shape[2], x.shape[3]))
+        mat = affine_matrices(ids, value.to(x.device), x.shape[2], x.shape[3])
+        return affine_warp(x, mat, mode=RESAMPLE[name])
 
     op.__doc__ = f"{name} by per-sample ``value`` (see ``affine_matrices``)."
     return op
@@ -222,7 +260,7 @@ def autocontrast(x: Tensor, value: Tensor | None = None) -> Tensor:
 def equalize(x: Tensor, value: Tensor | None = None) -> Tensor:
     """Per-channel histogram equalisation with PIL's ``ImageOps.equalize`` lookup table."""
     n, c, h, w = x.shape
-    xi = torch.round(x.clamp(0.0, 1.0) * 255.0).long().view(n * c, h * w)
+    xi = torch.round(x.clamp(0.0, 1.0) * 255.0).long().reshape(n * c, h * w)
     hist = torch.zeros(n * c, 256, dtype=torch.long, device=x.device)
     hist.scatter_add_(1, xi, torch.ones_like(xi))
     last = hist.gather(1, xi.amax(1, keepdim=True))  # count of the highest occupied bin
@@ -285,6 +323,107 @@ def _table(rows: str) -> tuple[SubPolicy, ...]:
 
 
 POLICIES: dict[str, tuple[SubPolicy, ...]] = {
+    # the SPMI authors' CIFAR10Policy (livyf/SPMI utils/autoaugment.py), CIFAR-10 and CIFAR-100
+    "cifar10_spmi": _table("""
+        0.1 invert 7 0.2 contrast 6
+        0.7 rotate 2 0.3 translateX 9
+        0.8 sharpness 1 0.9 sharpness 3
+        0.5 shearY 8 0.7 translateY 9
+        0.5 autocontrast 8 0.9 equalize 2
+        0.2 shearY 7 0.3 posterize 7
+        0.4 color 3 0.6 brightness 7
+        0.3 sharpness 9 0.7 brightness 9
+        0.6 equalize 5 0.5 equalize 1
+        0.6 contrast 7 0.6 sharpness 5
+        0.7 color 7 0.5 translateX 8
+        0.3 equalize 7 0.4 autocontrast 8
+        0.4 translateY 3 0.2 sharpness 6
+        0.9 brightness 6 0.2 color 8
+        0.5 solarize 2 0.0 invert 3
+        0.2 equalize 0 0.6 autocontrast 0
+        0.2 equalize 8 0.8 equalize 4
+        0.9 color 9 0.6 equalize 6
+        0.8 autocontrast 4 0.2 solarize 8
+        0.1 brightness 3 0.7 color 0
+        0.4 solarize 5 0.9 autocontrast 3
+        0.9 translateY 9 0.7 translateY 9
+        0.9 autocontrast 2 0.8 solarize 3
+        0.8 equalize 8 0.1 invert 3
+        0.7 translateY 9 0.9 autocontrast 1
+        0.4 solarize 5 0.9 autocontrast 3
+        0.9 translateY 9 0.7 translateY 9
+        0.9 autocontrast 2 0.8 solarize 3
+        0.8 equalize 8 0.1 invert 3
+        0.7 translateY 9 0.9 autocontrast 1
+        0.4 solarize 5 0.9 autocontrast 1
+        0.8 translateY 9 0.9 translateY 9
+        0.8 autocontrast 0 0.7 translateY 9
+        0.2 translateY 7 0.9 color 6
+        0.7 equalize 6 0.4 color 9
+        0.3 brightness 7 0.5 autocontrast 8
+        0.9 autocontrast 4 0.5 autocontrast 6
+        0.3 solarize 5 0.6 equalize 5
+        0.2 translateY 4 0.3 sharpness 3
+        0.0 brightness 8 0.8 color 8
+        0.2 solarize 6 0.8 color 6
+        0.2 solarize 6 0.8 autocontrast 1
+        0.4 solarize 1 0.6 equalize 5
+        0.0 brightness 0 0.5 solarize 2
+        0.9 autocontrast 5 0.5 brightness 3
+        0.7 contrast 5 0.0 brightness 2
+        0.2 solarize 8 0.1 solarize 5
+        0.5 contrast 1 0.2 translateY 9
+        0.6 autocontrast 5 0.0 translateY 9
+        0.9 autocontrast 4 0.8 equalize 4
+        0.0 brightness 7 0.4 equalize 7
+        0.2 solarize 5 0.7 equalize 5
+        0.6 equalize 8 0.6 color 2
+        0.3 color 7 0.2 color 4
+        0.5 autocontrast 2 0.7 solarize 2
+        0.2 autocontrast 0 0.1 equalize 0
+        0.6 shearY 5 0.6 equalize 5
+        0.9 brightness 3 0.4 autocontrast 1
+        0.8 equalize 8 0.7 equalize 7
+        0.7 equalize 7 0.5 solarize 0
+        0.8 equalize 4 0.8 translateY 9
+        0.8 translateY 9 0.6 translateY 9
+        0.9 translateY 0 0.5 translateY 9
+        0.5 autocontrast 3 0.3 solarize 4
+        0.5 solarize 3 0.4 equalize 4
+        0.1 autocontrast 5 0.0 brightness 0
+        0.7 equalize 7 0.6 autocontrast 4
+        0.1 color 8 0.2 shearY 3
+        0.4 shearY 2 0.7 rotate 0
+        0.1 shearY 3 0.9 autocontrast 5
+        0.5 equalize 0 0.6 solarize 6
+        0.3 autocontrast 5 0.2 rotate 7
+        0.8 equalize 2 0.4 invert 0
+        0.9 equalize 5 0.7 color 0
+        0.1 equalize 1 0.1 shearY 3
+        0.7 autocontrast 3 0.7 equalize 0
+        0.5 brightness 1 0.1 contrast 7
+        0.1 contrast 4 0.6 solarize 5
+        0.2 solarize 3 0.0 shearX 0
+        0.3 translateX 0 0.6 translateX 0
+        0.5 equalize 9 0.6 translateY 7
+        0.1 shearX 0 0.5 sharpness 1
+        0.8 equalize 6 0.3 invert 6
+        0.4 shearX 4 0.9 autocontrast 2
+        0.0 shearX 3 0.0 posterize 3
+        0.4 solarize 3 0.2 color 4
+        0.1 equalize 4 0.7 equalize 6
+        0.3 equalize 8 0.4 autocontrast 3
+        0.6 solarize 4 0.7 autocontrast 6
+        0.2 autocontrast 9 0.4 brightness 8
+        0.1 equalize 0 0.0 equalize 6
+        0.8 equalize 4 0.0 equalize 4
+        0.5 equalize 5 0.1 autocontrast 2
+        0.5 solarize 5 0.9 autocontrast 5
+        0.6 autocontrast 1 0.7 autocontrast 8
+        0.2 equalize 0 0.1 autocontrast 2
+        0.6 equalize 9 0.4 equalize 4
+    """),
+    # the canonical CIFAR-10 policy (Cubuk et al. 2019; DeepVoltaire's CIFAR10Policy)
     "cifar10": _table("""
         0.1 invert 7 0.2 contrast 6
         0.7 rotate 2 0.3 translateX 9
@@ -390,10 +529,11 @@ class AutoAugment:
         ).tolist()  # the only host sync
         for s in range(2):
             groups = torch.argsort(key[:, s], stable=True).split(counts[s])
-            geo = torch.cat(groups[: len(GEOMETRIC)])
-            if geo.numel():
-                mat = affine_matrices(op[geo, s], value[geo, s], x.shape[2], x.shape[3])
-                x[geo] = quantize(affine_warp(x[geo], mat))
+            for mode in ("bicubic", "nearest"):
+                geo = torch.cat([g for name, g in zip(GEOMETRIC, groups, strict=False) if RESAMPLE[name] == mode])
+                if geo.numel():
+                    mat = affine_matrices(op[geo, s], value[geo, s], x.shape[2], x.shape[3])
+                    x[geo] = quantize(affine_warp(x[geo], mat, mode=mode))
             for name, idx in zip(OPS[len(GEOMETRIC) :], groups[len(GEOMETRIC) : n_ops], strict=True):
                 if idx.numel():
                     x[idx] = quantize(PIXEL_OPS[name](x[idx], value[idx, s]))
@@ -486,5 +626,5 @@ def _benchmark(device: torch.device, name: str, shape: tuple[int, ...], policy: 
 if __name__ == "__main__":
     for dev in ["cpu"] + (["cuda"] if torch.cuda.is_available() else []):
         _benchmark(torch.device(dev), "fmnist", (512, 1, 28, 28), None)
-        _benchmark(torch.device(dev), "cifar10", (512, 3, 32, 32), "cifar10")
+        _benchmark(torch.device(dev), "cifar10", (512, 3, 32, 32), "cifar10_spmi")
         _benchmark(torch.device(dev), "svhn", (512, 3, 32, 32), "svhn")
