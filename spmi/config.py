@@ -1,7 +1,9 @@
 """Run configuration: one plain dataclass; method hyperparameters live in ``options``.
 
-The defaults are the authors' Fashion-MNIST command (lenet, lr 0.05, wd 1e-3, SGD 0.9,
-cosine to 0.01*lr, 256 labelled + 256 unlabelled per step, 500 epochs, seed 123).
+The defaults are the authors' commands (lr 0.05, wd 1e-3, SGD 0.9, cosine to 0.01*lr,
+256 labelled + 256 unlabelled per step, 500 epochs, seed 123). The settings the paper
+sets per dataset (l, p, network, AutoAugment policy, SPMI's T_w and unlabelled EMA) are
+held by the dataset's registry entry: ``with_dataset_defaults`` fills what was not given.
 """
 
 from __future__ import annotations
@@ -10,7 +12,12 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from spmi.augment import POLICIES
+from spmi.data.registry import get_info
+from spmi.methods import get_method
 from spmi.options import option, validate
+
+AUGMENT_CHOICES = (*POLICIES, "none")
 
 
 @dataclass
@@ -20,14 +27,18 @@ class TrainConfig:
     data_root: str | None = option(None, "folder holding the dataset files (default: per dataset)")
     download: bool = option(False, "let torchvision download a missing dataset")
     verify_data: bool = option(True, "check the dataset files' MD5 sums")
-    labelled: int = option(4000, "number of partially labelled images l (l/c per class)", min=1)
-    partial_rate: float = option(0.3, "flipping probability p of each wrong label",
-                                 min_exclusive=0.0, max_exclusive=1.0)
+    labelled: int | None = option(None, "number of partially labelled images l (l/c per class) "
+                                        "(default: the dataset's: fmnist/cifar10 4000, svhn 1000, cifar100 10000)",
+                                  min=1)
+    partial_rate: float | None = option(None, "flipping probability p of each wrong label (default: the "
+                                              "dataset's: 0.3, cifar100 0.05)", min_exclusive=0.0, max_exclusive=1.0)
     val_size: int = option(5000, "images held out of training for validation (0: paper protocol)", min=0)
     include_labelled: bool = option(True, "the unlabelled set includes the labelled images (authors' protocol)")
     unlabelled_size: int | None = option(None, "use a seeded random subset of this many unlabelled images", min=1)
     # model and method
     model: str | None = option(None, "network (default: the dataset's: lenet, wrn_28_2, wrn_28_8)")
+    augment: str | None = option(None, "AutoAugment policy of strong views (default: the dataset's: none on fmnist, "
+                                       "cifar10_spmi on CIFAR, svhn)", choices=AUGMENT_CHOICES)
     method: str = option("spmi", "training method")
     options: dict[str, Any] = field(default_factory=dict, metadata={"help": "method hyperparameters"})
     # optimisation
@@ -53,6 +64,21 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def with_dataset_defaults(cfg: TrainConfig) -> TrainConfig:
+    """A copy of ``cfg`` in which every dataset setting left unset (None) takes the value
+    of the dataset's registry entry, and each of the dataset's method options (T_w,
+    unlabelled EMA) that the method has and that was not given takes the dataset's value.
+    Idempotent; DataError / ValueError for an unknown dataset / method."""
+    info = get_info(cfg.dataset)
+    option_names = {f.name for f in dataclasses.fields(get_method(cfg.method).Options)}
+    out = dataclasses.replace(cfg, options=dict(cfg.options))
+    for name, value in info.paper_config().items():
+        if getattr(out, name) is None:
+            setattr(out, name, value)
+    out.options = {**{k: v for k, v in info.paper_options().items() if k in option_names}, **cfg.options}
+    return out
 
 
 CONFIG_FIELDS = frozenset(f.name for f in dataclasses.fields(TrainConfig))

@@ -18,7 +18,7 @@ import torch
 
 from spmi.cli_options import OneLineParser, add_dataclass_flags
 from spmi.comm import Comm
-from spmi.config import TrainConfig, config_from_flat
+from spmi.config import TrainConfig, config_from_flat, with_dataset_defaults
 from spmi.data import DATASETS, DataError, check_split_args, get_info, load_dataset
 from spmi.device import resolve_device
 from spmi.distributed import assert_in_sync, destroy, init_from_env, spawn
@@ -70,7 +70,7 @@ def config_from_args(args: argparse.Namespace, owners: dict[str, list[str]]) -> 
             valid = ", ".join("--" + f.replace("_", "-") for f in method_cls.Options.__dataclass_fields__)
             raise ValueError(f"--{name.replace('_', '-')} does not apply to method {cfg.method} "
                              f"(its options: {valid or 'none'})")
-    return cfg
+    return with_dataset_defaults(cfg)
 
 
 def check_config(cfg: TrainConfig) -> None:

@@ -26,7 +26,7 @@ from torch import Tensor
 from spmi import checkpoint as ckpt
 from spmi.augment import Augmenter
 from spmi.comm import Comm
-from spmi.config import TrainConfig
+from spmi.config import TrainConfig, with_dataset_defaults
 from spmi.data import ImageData, SSPLLSplit, make_split
 from spmi.device import resolve_device
 from spmi.distributed import distribute_model
@@ -61,6 +61,7 @@ class Trainer:
 
     def __init__(self, cfg: TrainConfig, data: ImageData, callbacks: Iterable[Callback] = (),
                  comm: Comm | None = None, split: SSPLLSplit | None = None, sync_bn: bool = True):
+        cfg = with_dataset_defaults(cfg)
         cfg.validate()
         self.cfg, self.data, self.comm = cfg, data, comm or Comm()
         self.callbacks = list(callbacks)
@@ -93,7 +94,7 @@ class Trainer:
             warnings.warn("bf16 on this CPU has no native support (no AVX512-BF16/AMX) and runs far slower "
                           "than fp32; use --precision fp32", stacklevel=2)
         self.optimizer = build_optimizer(self.model, cfg.lr, cfg.momentum, cfg.weight_decay)
-        self.augmenter = Augmenter(info.mean, info.std, info.policy)
+        self.augmenter = Augmenter(info.mean, info.std, None if cfg.augment == "none" else cfg.augment)
 
         lookup = torch.full((len(data.train_y),), -1, dtype=torch.int64, device=dev)
         lookup[self.lab_idx] = torch.arange(len(self.lab_idx), device=dev)

@@ -39,8 +39,8 @@ def test_registry_facts():
     assert sorted(DATASETS) == ["cifar10", "cifar100", "fmnist", "svhn"]
     f, c10, c100, s = (get_info(n) for n in ("fmnist", "cifar10", "cifar100", "svhn"))
     assert (f.channels, f.size, f.num_classes, f.policy, f.model) == (1, 28, 10, None, "lenet")
-    assert (c10.channels, c10.size, c10.policy, c10.model) == (3, 32, "cifar10", "wrn_28_2")
-    assert (c100.num_classes, c100.policy, c100.model) == (100, "cifar10", "wrn_28_8")
+    assert (c10.channels, c10.size, c10.policy, c10.model) == (3, 32, "cifar10_spmi", "wrn_28_2")
+    assert (c100.num_classes, c100.policy, c100.model) == (100, "cifar10_spmi", "wrn_28_8")
     assert (s.policy, s.model) == ("svhn", "wrn_28_2")
     assert f.mean == (0.1307,) and s.std == (0.1751, 0.1771, 0.1744)
     assert c100.mean == (0.5071, 0.4865, 0.4409) and c10.std == (0.247, 0.243, 0.261)

@@ -8,7 +8,7 @@ from pathlib import Path
 import optuna
 import pytest
 
-from tuning.settings import PAPER_SETTINGS, SPACES_DIR, default_space
+from tuning.settings import SPACES_DIR, default_space
 from tuning.spaces import SpaceError, load_space
 
 SHIPPED = sorted(SPACES_DIR.glob("*.yaml"))
@@ -55,8 +55,7 @@ def test_shipped_space_loads_for_its_method(path: Path) -> None:
     space = load_space(path, method_of(path))
     dataset = path.stem[len(space.method) + 1:].removesuffix("_quick")
     assert space.dataset == dataset
-    assert {k: space.settings[k] for k in PAPER_SETTINGS[dataset]} == PAPER_SETTINGS[dataset]
-    assert "model" in space.settings
+    assert not space.settings and "unlabelled_ema" not in space.fixed  # the dataset's entry holds them
     assert {"lr", "weight_decay"} <= set(space.params)
     points = space.points_to_evaluate()
     assert all(space.params[n].contains(v) for p in points for n, v in p.items())
@@ -80,7 +79,9 @@ def test_spmi_space_documents_paper_and_code_values() -> None:
     assert space.defaults["weight_decay"] == 1e-3 and space.paper_values["weight_decay"] == 5e-4
     assert space.points_to_evaluate() == [space.defaults, space.paper_values]
     assert space.max_start_epoch() == 20
-    assert load_space(default_space("spmi", "cifar100"), "spmi").fixed == {"unlabelled_ema": 0.9}
+    assert space.max_start_epoch({"warmup": 30}) == 20  # searched: the space's largest value
+    pop = load_space(default_space("pop_fixmatch", "cifar100"), "pop_fixmatch")
+    assert pop.max_start_epoch() == 40
 
 
 def test_quick_space_starts_inside_its_range(tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from spmi.config import TrainConfig, config_from_flat
+from spmi.config import TrainConfig, config_from_flat, with_dataset_defaults
 from spmi.data import check_split_args, default_root, get_info, load_dataset
 from spmi.methods import get_method
 from spmi.train import check_config
@@ -183,8 +183,8 @@ def make_plan(args: Any, storage: Path, name: str, tracking_uri: str) -> tuple[S
         value = getattr(args, key, None)
         return value if value is not None else preset.get(key, fallback)
 
-    values: dict[str, Any] = {**S.PAPER_SETTINGS[args.dataset], **space.settings, **space.fixed,
-                              **dict(preset.get("config", {}))}
+    # the dataset's paper settings (its registry entry) fill whatever the space, preset and CLI leave unset
+    values: dict[str, Any] = {**space.settings, **space.fixed, **dict(preset.get("config", {}))}
     cli = {"labelled": args.labelled, "partial_rate": args.partial_rate, "data_root": args.data_root,
            "val_size": args.val_size, "unlabelled_size": args.unlabelled_size}
     values |= {k: v for k, v in cli.items() if v is not None}
@@ -202,7 +202,7 @@ def make_plan(args: Any, storage: Path, name: str, tracking_uri: str) -> tuple[S
                "device": "cuda" if gpus > 0 else "cpu", "progress": False, "out": None}
     root = values.get("data_root")
     values["data_root"] = str(Path(root).expanduser().resolve() if root else default_root(args.dataset).resolve())
-    cfg = config_from_flat(values)
+    cfg = with_dataset_defaults(config_from_flat(values))
     if cfg.val_size <= 0:
         raise ValueError("--val-size must be > 0: the search optimises validation accuracy (val/acc) on a "
                          "held-out split and never test accuracy")
@@ -211,7 +211,8 @@ def make_plan(args: Any, storage: Path, name: str, tracking_uri: str) -> tuple[S
     num_samples = int(pick("num_samples", S.DEFAULT_NUM_SAMPLES))
     if num_samples < 1:
         raise ValueError(f"--num-samples {num_samples} must be >= 1")
-    grace = _grace_period(args, space, max_epochs, int(preset.get("grace_margin", S.DEFAULT_GRACE_MARGIN)))
+    grace = _grace_period(args, space, max_epochs, int(preset.get("grace_margin", S.DEFAULT_GRACE_MARGIN)),
+                          cfg.options)
     reduction = int(pick("reduction_factor", S.DEFAULT_REDUCTION_FACTOR))
     if reduction < 2:
         raise ValueError(f"--reduction-factor {reduction} must be >= 2")
@@ -238,8 +239,9 @@ def copy_space(plan: SearchPlan) -> None:
         shutil.copyfile(plan.space_path, dest)
 
 
-def _grace_period(args: Any, space: SearchSpace, max_epochs: int, margin: int) -> int:
-    start = space.max_start_epoch()
+def _grace_period(args: Any, space: SearchSpace, max_epochs: int, margin: int,
+                  options: dict[str, Any] | None = None) -> int:
+    start = space.max_start_epoch(options)
     if args.grace_period is not None:
         if args.grace_period <= start or args.grace_period > max_epochs:
             raise ValueError(f"--grace-period {args.grace_period} must exceed the largest warm-up/start epoch of "

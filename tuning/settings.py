@@ -1,4 +1,5 @@
-"""Defaults of a search: the paper's settings per dataset, presets, file locations."""
+"""Defaults of a search: presets, file locations (the paper's settings per dataset are in
+``spmi.data.registry``)."""
 
 from __future__ import annotations
 
@@ -16,14 +17,6 @@ DEFAULT_REDUCTION_FACTOR = 3
 DRIVER_CPU = 0.1             # CPU share of that idle driver
 DRIVER_HEADROOM_CPUS = 1     # logical CPUs a local Ray gets on top of the cores, for the drivers
 TRAIN_RUNS_DIR = "train_runs"  # <experiment>/train_runs/train-<trial_id>/epoch_NNNN: DDP checkpoints
-
-# the SPMI paper's settings (App. A.4 / official README), used when a space file lacks them
-PAPER_SETTINGS: dict[str, dict[str, object]] = {
-    "fmnist": {"labelled": 4000, "partial_rate": 0.3},
-    "cifar10": {"labelled": 4000, "partial_rate": 0.3},
-    "svhn": {"labelled": 1000, "partial_rate": 0.3},
-    "cifar100": {"labelled": 10000, "partial_rate": 0.05},
-}
 
 # presets: search settings (plan fields) and config values (``config``); the CLI overrides both
 PRESETS: dict[str, dict[str, object]] = {

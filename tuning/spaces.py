@@ -121,11 +121,15 @@ class SearchSpace:
             return self.params[name].largest
         return self.fixed.get(name, self.settings.get(name))
 
-    def max_start_epoch(self) -> int:
-        """The latest epoch at which a label channel / purification may start."""
+    def max_start_epoch(self, base: dict[str, Any] | None = None) -> int:
+        """The latest epoch at which a label channel / purification may start; a knob this
+        space leaves alone takes its value in ``base`` (the search's method options, e.g. the
+        dataset's T_w), else the method's default."""
         values = [self.largest(k) for k in START_KNOBS]
         opts = get_method(self.method).Options()
-        values += [getattr(opts, k) for k in START_KNOBS if self.largest(k) is None and hasattr(opts, k)]
+        base = base or {}
+        values += [base.get(k, getattr(opts, k)) for k in START_KNOBS
+                   if self.largest(k) is None and hasattr(opts, k)]
         return int(max((v for v in values if v is not None), default=0))
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 
 class DataError(Exception):
@@ -11,7 +12,9 @@ class DataError(Exception):
 
 @dataclass(frozen=True)
 class DatasetInfo:
-    """Static facts about one dataset (shape, normalisation, defaults)."""
+    """Static facts about one dataset (shape, normalisation) and the SPMI paper's settings
+    for it (the authors' README commands): l, p, network, AutoAugment policy (None: no
+    AutoAugment), SPMI's warm-up T_w and unlabelled EMA theta."""
 
     name: str
     num_classes: int
@@ -21,17 +24,31 @@ class DatasetInfo:
     std: tuple[float, ...]
     policy: str | None
     model: str
+    labelled: int
+    partial_rate: float
+    warmup: int
+    unlabelled_ema: float
+
+    def paper_config(self) -> dict[str, Any]:
+        """The paper's values of TrainConfig fields."""
+        return {"labelled": self.labelled, "partial_rate": self.partial_rate, "model": self.model,
+                "augment": self.policy or "none"}
+
+    def paper_options(self) -> dict[str, Any]:
+        """The paper's values of method options (applied to methods that have them)."""
+        return {"warmup": self.warmup, "unlabelled_ema": self.unlabelled_ema}
 
 
 DATASETS: dict[str, DatasetInfo] = {
-    "fmnist": DatasetInfo("fmnist", 10, 1, 28, (0.1307,), (0.3081,), None, "lenet"),
+    "fmnist": DatasetInfo("fmnist", 10, 1, 28, (0.1307,), (0.3081,), None, "lenet", 4000, 0.3, 10, 0.0),
     "cifar10": DatasetInfo(
-        "cifar10", 10, 3, 32, (0.4914, 0.4822, 0.4465), (0.247, 0.243, 0.261), "cifar10_spmi", "wrn_28_2"
-    ),
-    "svhn": DatasetInfo("svhn", 10, 3, 32, (0.4380, 0.4440, 0.4730), (0.1751, 0.1771, 0.1744), "svhn", "wrn_28_2"),
+        "cifar10", 10, 3, 32, (0.4914, 0.4822, 0.4465), (0.247, 0.243, 0.261), "cifar10_spmi", "wrn_28_2",
+        4000, 0.3, 10, 0.0),
+    "svhn": DatasetInfo("svhn", 10, 3, 32, (0.4380, 0.4440, 0.4730), (0.1751, 0.1771, 0.1744), "svhn", "wrn_28_2",
+                        1000, 0.3, 10, 0.0),
     "cifar100": DatasetInfo(
-        "cifar100", 100, 3, 32, (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762), "cifar10_spmi", "wrn_28_8"
-    ),
+        "cifar100", 100, 3, 32, (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762), "cifar10_spmi", "wrn_28_8",
+        10000, 0.05, 20, 0.9),
 }
 
 

@@ -1,0 +1,54 @@
+"""The paper's per-dataset settings live in the dataset's registry entry and reach a single
+run and a search alike, unless a flag overrides them."""
+
+from pathlib import Path
+
+import pytest
+
+from datagen import write_cifar100
+from spmi.config import TrainConfig, with_dataset_defaults
+from spmi.train import build_parser, config_from_args
+
+
+def single_run(*argv: str) -> TrainConfig:
+    parser, owners = build_parser()
+    return config_from_args(parser.parse_args(list(argv)), owners)
+
+
+def paper_part(cfg: TrainConfig) -> tuple:
+    o = cfg.options
+    return cfg.labelled, cfg.partial_rate, cfg.model, cfg.augment, o.get("warmup"), o.get("unlabelled_ema")
+
+
+@pytest.mark.parametrize(("dataset", "expected"), [
+    ("fmnist", (4000, 0.3, "lenet", "none", 10, 0.0)),
+    ("cifar10", (4000, 0.3, "wrn_28_2", "cifar10_spmi", 10, 0.0)),
+    ("svhn", (1000, 0.3, "wrn_28_2", "svhn", 10, 0.0)),
+    ("cifar100", (10000, 0.05, "wrn_28_8", "cifar10_spmi", 20, 0.9)),
+])
+def test_single_run_takes_the_datasets_paper_settings(dataset: str, expected: tuple) -> None:
+    assert paper_part(single_run("--dataset", dataset)) == expected
+
+
+def test_flags_override_the_dataset_and_other_methods_get_only_their_options() -> None:
+    cfg = single_run("--dataset", "cifar100", "--labelled", "5000", "--partial-rate", "0.1", "--model", "wrn_28_2",
+                     "--augment", "cifar10", "--warmup", "5", "--unlabelled-ema", "0")
+    assert paper_part(cfg) == (5000, 0.1, "wrn_28_2", "cifar10", 5, 0.0)
+    pop = single_run("--dataset", "cifar100", "--method", "pop_fixmatch")
+    assert pop.labelled == 10000 and pop.options == {}
+    assert with_dataset_defaults(cfg) == cfg  # idempotent
+
+
+def test_search_base_agrees_with_a_single_run(tmp_path: Path) -> None:
+    from tuning import plan as P
+    from tuning.search import build_parser as search_parser
+    write_cifar100(tmp_path / "data", n_train=3000, n_test=20)
+    flags = ["--dataset", "cifar100", "--labelled", "200", "--val-size", "100", "--data-root", str(tmp_path / "data"),
+             "--no-verify-data"]
+    args = search_parser().parse_args([*flags, "--storage-path", str(tmp_path / "hpo"), "--gpus-per-trial", "0"])
+    plan, space = P.make_plan(args, tmp_path / "hpo", "t", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    base = plan.base_config
+    run = single_run(*flags)
+    assert paper_part(base)[1:] == paper_part(run)[1:] == (0.05, "wrn_28_8", "cifar10_spmi", 20, 0.9)
+    assert base.labelled == run.labelled == 200
+    assert "warmup" in space.params  # each trial draws T_w; the base holds the dataset's value
