@@ -205,22 +205,23 @@ def test_pop_purifies_on_schedule_and_renormalises():
     assert isinstance(m, POPFixMatch) and isinstance(m, FixMatchPLL)
     conf = torch.tensor([[0.9, 0.1, 0.0], [0.2, 0.3, 0.5], [0.0, 0.4, 0.6]])
     m.conf = conf.clone()
-    m.epoch_start(0, noop)
-    m.epoch_start(1, noop)
-    assert torch.equal(m.sets, CANDS)  # before pop_start
+    for epoch in range(3):  # records after epochs 0 and 1; no purification before epoch 2 ends
+        m.epoch_start(epoch, noop)
+    assert torch.equal(m.sets, CANDS)
     m.conf = torch.tensor([[0.7, 0.3, 0.0], [0.1, 0.3, 0.6], [0.0, 0.3, 0.7]])
-    m.epoch_start(2, noop)
+    m.epoch_start(3, noop)  # after epoch 2: recorded, then purified
     # window = epochs {2, 1}: means row 0 (.8, .2), row 1 (.15, .3, .55), row 2 (0, .35, .65)
     # ratios to the row max: row 0 .25 -> drop 1; row 1 (.27, .55) -> drop 0; row 2 .54 stays
     assert m.sets.tolist() == [[T, F, F], [F, T, T], [F, T, T]]
-    assert torch.allclose(m.conf, torch.tensor([[1.0, 0, 0], [0, 1 / 3, 2 / 3], [0, 0.3, 0.7]]))
+    # the new confidences are the window means on what is left, renormalised
+    assert torch.allclose(m.conf, torch.tensor([[1.0, 0, 0], [0, 0.3 / 0.85, 0.55 / 0.85], [0, 0.35, 0.65]]))
     assert m.last_change == pytest.approx(2 / 9)
     assert m.theta == 0.5  # many entries changed: no growth
     before = m.sets.clone()
     m.conf = torch.tensor([[1.0, 0, 0], [0, 0.5, 0.5], [0, 0.5, 0.5]])
-    m.epoch_start(3, noop)  # not a purification epoch
+    m.epoch_start(4, noop)  # after epoch 3: not a purification
     assert torch.equal(m.sets, before)
-    m.epoch_start(4, noop)  # nothing left to remove: theta grows
+    m.epoch_start(5, noop)  # after epoch 4: nothing left to remove, theta grows
     assert torch.equal(m.sets, before) and m.last_change == 0.0
     assert m.theta == pytest.approx(0.5 * 1.001)
     d = m.diagnostics()
@@ -228,11 +229,15 @@ def test_pop_purifies_on_schedule_and_renormalises():
     assert d["cand/lab_size"] == pytest.approx(5 / 3) and d["cand/lab_coverage"] == 1.0
 
 
-def test_pop_theta_growth_capped_and_sets_used_for_pseudo_labels():
+def test_pop_theta_stops_growing_at_max_and_sets_used_for_pseudo_labels():
     m = make("pop_fixmatch", fixmatch_threshold=0.9, pop_start=0, pop_every=1,
              pop_theta_start=0.3, pop_theta_growth=2.0, pop_theta_max=0.4)
-    m.epoch_start(0, noop)  # uniform confidences: nothing removed, theta doubles but is capped
-    assert torch.equal(m.sets, CANDS) and m.theta == 0.4
+    m.epoch_start(0, noop)
+    assert m.theta == 0.3  # nothing trained yet: no purification
+    m.epoch_start(1, noop)  # uniform confidences: nothing removed, theta (< max) doubles
+    assert torch.equal(m.sets, CANDS) and m.theta == 0.6
+    m.epoch_start(2, noop)  # theta >= max: no more growth (palm-ml/POP: `if theta < 0.4`)
+    assert m.theta == 0.6
     m.sets = torch.tensor([[F, F, T], [T, T, T], [F, T, T]])
     # labelled image 0 now has S={2}: its weak max 0.93 passes the threshold with label 2
     m.loss(Fixed(), batch(), epoch=1)

@@ -2,12 +2,14 @@
 (Xu, Liu, Lv, Qiao, Geng, ICML 2023) on the labelled stream, FixMatch (Sohn et al.,
 NeurIPS 2020) on the unlabelled one.
 
-At each epoch start the current confidences enter a window of the last ``pop_window``
-epochs. At epochs pop_start, pop_start + pop_every, ... every candidate set loses the
-labels whose window-mean confidence, divided by the row's largest, is below theta (the
-row's top label always stays); confidences are renormalised over what remains. Theta
-grows by ``pop_theta_growth`` (up to ``pop_theta_max``) whenever a purification changes
-fewer than ``pop_change_tol`` of the [l, c] entries.
+As palm-ml/POP main.py::train_benchmark runs it: after each epoch's training the current
+confidences enter a window of the last ``pop_window`` epochs (slot epoch % window). After
+epochs pop_start, pop_start + pop_every, ... every candidate set loses the labels whose
+window-mean confidence, divided by the row's largest, is below theta (the row's top label
+always stays), and the confidences become the window mean restricted to what remains,
+renormalised; the next epoch trains on them. While theta < ``pop_theta_max`` it grows by
+``pop_theta_growth`` whenever a purification changes fewer than ``pop_change_tol`` of the
+[l, c] entries. Here the hooks run at the start of the next epoch, which is the same point.
 """
 
 from __future__ import annotations
@@ -27,12 +29,12 @@ from spmi.options import option
 
 @dataclass
 class POPOptions(FixMatchOptions):
-    pop_start: int = option(20, "first purification epoch", min=0)
+    pop_start: int = option(20, "epoch after whose training the first purification runs", min=0)
     pop_every: int = option(5, "epochs between purifications", min=1)
     pop_window: int = option(5, "epochs of confidences averaged for purification", min=1)
     pop_theta_start: float = option(0.001, "initial purification threshold theta", min=0.0, max=1.0)
     pop_theta_growth: float = option(1.001, "factor on theta after a purification that changed little", min=1.0)
-    pop_theta_max: float = option(0.4, "largest theta", min=0.0, max=1.0)
+    pop_theta_max: float = option(0.4, "theta stops growing once it reaches this", min=0.0, max=1.0)
     pop_change_tol: float = option(1e-4, "theta grows when fewer than this share of entries changed", min=0.0)
 
 
@@ -48,7 +50,7 @@ def purify(mean_conf: Tensor, mask: Tensor, theta: float) -> Tensor:
 
 
 def purification_epoch(epoch: int, start: int, every: int) -> bool:
-    """Whether the sets are purified at the start of ``epoch``."""
+    """Whether the sets are purified after ``epoch``'s training (used from epoch + 1 on)."""
     return epoch >= start and (epoch - start) % every == 0
 
 
@@ -70,17 +72,19 @@ class POPFixMatch(ProdenLoss):
 
     def epoch_start(self, epoch: int, predict: Predict) -> None:
         super().epoch_start(epoch, predict)
-        o = self.opts
-        self.window[epoch % o.pop_window] = self.conf
-        if not purification_epoch(epoch, o.pop_start, o.pop_every):
+        if epoch == 0:
             return
-        mean_conf = self.window[: min(epoch + 1, o.pop_window)].mean(dim=0)
+        o, done = self.opts, epoch - 1  # the epoch whose training just ended
+        self.window[done % o.pop_window] = self.conf
+        if not purification_epoch(done, o.pop_start, o.pop_every):
+            return
+        mean_conf = self.window[: min(epoch, o.pop_window)].mean(dim=0)
         new = purify(mean_conf, self.sets, self.theta)
         self.last_change = float((new != self.sets).float().mean())
         self.sets = new
-        self.conf = proden_targets(new, self.conf)
-        if self.last_change < o.pop_change_tol:
-            self.theta = min(self.theta * o.pop_theta_growth, o.pop_theta_max)
+        self.conf = proden_targets(new, mean_conf)
+        if self.theta < o.pop_theta_max and self.last_change < o.pop_change_tol:
+            self.theta *= o.pop_theta_growth
 
     def diagnostics(self) -> dict[str, Any]:
         return {**super().diagnostics(), "pop/theta": self.theta, "pop/last_change": self.last_change}
