@@ -32,6 +32,9 @@ class TrainConfig:
                                   min=1)
     partial_rate: float | None = option(None, "flipping probability p of each wrong label (default: the "
                                               "dataset's: 0.3, cifar100 0.05)", min_exclusive=0.0, max_exclusive=1.0)
+    partial_labels: str = option("uniform", "how wrong labels join a candidate set: uniform (each w.p. p) or "
+                                            "hierarchical (CIFAR-100: only labels of the true label's superclass, "
+                                            "each w.p. p)", choices=("uniform", "hierarchical"))
     val_size: int = option(5000, "images held out of training for validation (0: paper protocol)", min=0)
     include_labelled: bool = option(True, "the unlabelled set includes the labelled images (authors' protocol)")
     unlabelled_size: int | None = option(None, "use a seeded random subset of this many unlabelled images", min=1)

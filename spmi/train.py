@@ -26,7 +26,7 @@ from spmi.methods import get_method, list_methods
 from spmi.models import list_models
 from spmi.options import build
 from spmi.records import JsonlWriter, summary_line
-from spmi.trainer import CHECKPOINT_NAME, Trainer
+from spmi.trainer import CHECKPOINT_NAME, Trainer, superclasses
 
 CLI_ONLY = frozenset({"resume", "no_progress", "workers", "no_sync_bn", "check_sync"})
 
@@ -80,6 +80,7 @@ def check_config(cfg: TrainConfig) -> None:
     build(get_method(cfg.method).Options, cfg.options, cfg.method)
     if cfg.model is not None and cfg.model not in list_models():
         raise ValueError(f"unknown model {cfg.model!r}; choose one of: {', '.join(list_models())}")
+    superclasses(cfg)  # hierarchical partial labels need the dataset's superclasses
     if cfg.labelled % info.num_classes:
         raise ValueError(f"--labelled {cfg.labelled} must be a positive multiple of the "
                          f"{info.num_classes} classes of {cfg.dataset}")

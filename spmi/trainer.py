@@ -27,7 +27,7 @@ from spmi import checkpoint as ckpt
 from spmi.augment import Augmenter
 from spmi.comm import Comm
 from spmi.config import TrainConfig, with_dataset_defaults
-from spmi.data import ImageData, SSPLLSplit, make_split
+from spmi.data import ImageData, SSPLLSplit, get_info, make_split
 from spmi.device import resolve_device
 from spmi.distributed import distribute_model
 from spmi.evaluate import count_correct
@@ -54,6 +54,17 @@ def subsample_unlabelled(split: SSPLLSplit, size: int | None, seed: int) -> SSPL
     return dataclasses.replace(split, unlabelled_idx=split.unlabelled_idx[keep])
 
 
+def superclasses(cfg: TrainConfig) -> Tensor | None:
+    """Each class's superclass when the partial labels are hierarchical, else None."""
+    if cfg.partial_labels != "hierarchical":
+        return None
+    table = get_info(cfg.dataset).superclass
+    if table is None:
+        raise ValueError(f"--partial-labels hierarchical needs a dataset with superclasses (cifar100); "
+                         f"{cfg.dataset} has none: use --partial-labels uniform")
+    return torch.tensor(table)
+
+
 class Trainer:
     """``model`` is the network (saved, evaluated, used by the label-channel pass);
     ``step_model`` is what training steps call: its DDP wrapper under several processes
@@ -73,7 +84,7 @@ class Trainer:
 
         self.split = split or subsample_unlabelled(
             make_split(data.train_y, info.num_classes, cfg.labelled, cfg.partial_rate, cfg.val_size,
-                       cfg.seed, cfg.include_labelled), cfg.unlabelled_size, cfg.seed)
+                       cfg.seed, cfg.include_labelled, superclasses(cfg)), cfg.unlabelled_size, cfg.seed)
         dev = self.device
         self.train_x = data.train_x.to(dev)
         self.train_y = data.train_y.to(dev)

@@ -38,6 +38,7 @@ def error_of(argv, capsys):
     (["--labelled", "0"], "labelled=0 is too small"),
     (["--partial-rate", "1.0"], "partial_rate=1.0 must be < 1.0"),
     (["--partial-rate", "0"], "partial_rate=0.0 must be > 0.0"),
+    (["--partial-labels", "hierarchical"], "--partial-labels hierarchical needs a dataset with superclasses"),
     (["--model", "resnet50"], "unknown model 'resnet50'"),
     (["--method", "cc_fixmatch", "--tau", "2"], "--tau does not apply to method cc_fixmatch"),
     (["--score", "entropy"], "invalid choice: 'entropy' (choose from 'official', 'kl')"),

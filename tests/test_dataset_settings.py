@@ -52,3 +52,13 @@ def test_search_base_agrees_with_a_single_run(tmp_path: Path) -> None:
     assert paper_part(base)[1:] == paper_part(run)[1:] == (0.05, "wrn_28_8", "cifar10_spmi", 20, 0.9)
     assert base.labelled == run.labelled == 200
     assert "warmup" in space.params  # each trial draws T_w; the base holds the dataset's value
+
+
+def test_hierarchical_partial_labels_are_a_setting_a_search_can_draw(tmp_path: Path) -> None:
+    from tuning.spaces import load_space
+    assert single_run("--dataset", "cifar100", "--partial-labels", "hierarchical").partial_labels == "hierarchical"
+    assert single_run("--dataset", "cifar100").partial_labels == "uniform"
+    path = tmp_path / "space.yaml"
+    path.write_text("method: spmi\ndataset: cifar100\nparams:\n  partial_labels:\n    paper: uniform\n"
+                    "    distribution: categorical\n    choices: [uniform, hierarchical]\n")
+    assert load_space(path, "spmi").params["partial_labels"].choices == ("uniform", "hierarchical")

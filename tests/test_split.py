@@ -106,3 +106,47 @@ def test_class_too_small_outside_val():
     labels = torch.cat([torch.zeros(50, dtype=torch.long), torch.ones(3, dtype=torch.long)])
     with pytest.raises(ValueError, match=r"class 1 has only 3 images outside the validation set, fewer than"):
         make_split(labels, 2, 10, 0.3, 0, seed=0)
+
+
+def test_hierarchical_partial_labels_stay_in_the_superclass():
+    """The authors' --hierarchical (utils_algo.py::generate_hierarchical_cv_candidate_labels):
+    wrong labels only from the true label's superclass, each w.p. p; same draws as uniform."""
+    from spmi.data.registry import CIFAR100_SUPERCLASS
+    group = torch.tensor(CIFAR100_SUPERCLASS)
+    labels = torch.randint(0, 100, (6000,), generator=torch.Generator().manual_seed(1))
+    uni = make_split(labels, 100, 2000, 0.5, 100, seed=3)
+    hie = make_split(labels, 100, 2000, 0.5, 100, seed=3, superclass=group)
+    assert torch.equal(uni.labelled_idx, hie.labelled_idx)
+    same = group[labels[hie.labelled_idx]].unsqueeze(1) == group.unsqueeze(0)
+    assert torch.equal(hie.candidates, uni.candidates & same)
+    assert hie.candidates.sum(1).float().mean().item() == pytest.approx(1 + 4 * 0.5, abs=0.1)
+    assert torch.bincount(group).tolist() == [5] * 20
+
+
+def test_superclass_table_is_the_authors_hierarchy():
+    """CIFAR100_SUPERCLASS against the superclass -> fine names table of the authors'
+    utils_algo.py, with CIFAR-100's fine labels in their (alphabetical) meta order."""
+    from spmi.data.registry import CIFAR100_SUPERCLASS
+    table = {
+        "aquatic mammals": "beaver dolphin otter seal whale", "fish": "aquarium_fish flatfish ray shark trout",
+        "flowers": "orchid poppy rose sunflower tulip", "food containers": "bottle bowl can cup plate",
+        "fruit and vegetables": "apple mushroom orange pear sweet_pepper",
+        "household electrical devices": "clock keyboard lamp telephone television",
+        "household furniture": "bed chair couch table wardrobe",
+        "insects": "bee beetle butterfly caterpillar cockroach", "large carnivores": "bear leopard lion tiger wolf",
+        "large man-made outdoor things": "bridge castle house road skyscraper",
+        "large natural outdoor scenes": "cloud forest mountain plain sea",
+        "large omnivores and herbivores": "camel cattle chimpanzee elephant kangaroo",
+        "medium-sized mammals": "fox porcupine possum raccoon skunk",
+        "non-insect invertebrates": "crab lobster snail spider worm", "people": "baby boy girl man woman",
+        "reptiles": "crocodile dinosaur lizard snake turtle", "small mammals": "hamster mouse rabbit shrew squirrel",
+        "trees": "maple_tree oak_tree palm_tree pine_tree willow_tree",
+        "vehicles 1": "bicycle bus motorcycle pickup_truck train",
+        "vehicles 2": "lawn_mower rocket streetcar tank tractor",
+    }
+    fine = sorted(name for names in table.values() for name in names.split())
+    expected = [0] * 100
+    for coarse, names in enumerate(table.values()):
+        for name in names.split():
+            expected[fine.index(name)] = coarse
+    assert list(CIFAR100_SUPERCLASS) == expected

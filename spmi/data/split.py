@@ -38,14 +38,23 @@ def check_split_args(n_train: int, num_classes: int, labelled: int, partial_rate
         )
 
 
-def uniform_partial_labels(labels: Tensor, num_classes: int, rate: float, generator: torch.Generator) -> Tensor:
-    """Candidate sets bool [n, c]: each wrong label joins independently w.p. ``rate``; true label always in."""
+def uniform_partial_labels(labels: Tensor, num_classes: int, rate: float, generator: torch.Generator,
+                           superclass: Tensor | None = None) -> Tensor:
+    """Candidate sets bool [n, c]: each wrong label joins independently w.p. ``rate``; true label always in.
+
+    With ``superclass`` (int [c], each class's superclass) only wrong labels of the true
+    label's superclass may join (the authors' ``--hierarchical`` CIFAR-100 protocol,
+    utils_algo.py::generate_hierarchical_cv_candidate_labels); the random draws are the same.
+    """
     if not 0.0 <= rate <= 1.0:
         raise ValueError(f"rate={rate} must lie in [0, 1]")
     labels = labels.reshape(-1).long()
     n = labels.numel()
     cand = torch.rand(n, num_classes, generator=generator, device=generator.device) < rate
     cand = cand.to(labels.device)
+    if superclass is not None:
+        group = superclass.to(labels.device).long()
+        cand &= group[labels].unsqueeze(1) == group.unsqueeze(0)
     cand[torch.arange(n, device=labels.device), labels] = True
     return cand
 
@@ -75,11 +84,13 @@ def make_split(
     val_size: int,
     seed: int,
     include_labelled_in_unlabelled: bool = True,
+    superclass: Tensor | None = None,
 ) -> SSPLLSplit:
     """Seeded split: ``val_size`` random validation images, then ``labelled/num_classes``
     per class from the rest with uniform partial labels; unlabelled = the non-validation
     images (labelled ones included unless ``include_labelled_in_unlabelled`` is False).
-    Returned indices are sorted; identical for identical arguments.
+    Returned indices are sorted; identical for identical arguments. ``superclass``: partial
+    labels within the true label's superclass only (see ``uniform_partial_labels``).
     """
     labels = labels.detach().reshape(-1).long().cpu()
     n = labels.numel()
@@ -90,7 +101,7 @@ def make_split(
     perm = torch.randperm(n, generator=gen)
     val_idx, rest = perm[:val_size], perm[val_size:]
     lab_idx = _per_class_first(rest, labels[rest], num_classes, labelled // num_classes).sort().values
-    candidates = uniform_partial_labels(labels[lab_idx], num_classes, partial_rate, gen)
+    candidates = uniform_partial_labels(labels[lab_idx], num_classes, partial_rate, gen, superclass)
     unlab = rest
     if not include_labelled_in_unlabelled:
         keep = torch.ones(n, dtype=torch.bool)
