@@ -75,7 +75,7 @@ class Param:
 
 @dataclass
 class SearchSpace:
-    """A validated space file. ``settings``: the dataset's defaults (labelled, partial_rate,
+    """A validated space file. ``settings``: config fields overriding the dataset's paper settings (labelled,
     model, ...); ``fixed``: constants of every trial; ``params``: what is searched."""
 
     path: Path
