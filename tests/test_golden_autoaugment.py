@@ -194,6 +194,7 @@ def test_magnitude_ranges_equal_subpolicy_ranges() -> None:
 # --------------------------------------------------------------- each op against PIL
 
 FILL = (128, 128, 128)
+AFFINE, BICUBIC = Image.Transform.AFFINE, Image.Resampling.BICUBIC
 
 
 def _rotate(img: Image.Image, deg: float) -> Image.Image:
@@ -202,10 +203,10 @@ def _rotate(img: Image.Image, deg: float) -> Image.Image:
 
 
 PIL_OPS = {
-    "shearX": lambda im, v: im.transform(im.size, Image.AFFINE, (1, v, 0, 0, 1, 0), Image.BICUBIC, fillcolor=FILL),
-    "shearY": lambda im, v: im.transform(im.size, Image.AFFINE, (1, 0, 0, v, 1, 0), Image.BICUBIC, fillcolor=FILL),
-    "translateX": lambda im, v: im.transform(im.size, Image.AFFINE, (1, 0, v * im.size[0], 0, 1, 0), fillcolor=FILL),
-    "translateY": lambda im, v: im.transform(im.size, Image.AFFINE, (1, 0, 0, 0, 1, v * im.size[1]), fillcolor=FILL),
+    "shearX": lambda im, v: im.transform(im.size, AFFINE, (1, v, 0, 0, 1, 0), BICUBIC, fillcolor=FILL),
+    "shearY": lambda im, v: im.transform(im.size, AFFINE, (1, 0, 0, v, 1, 0), BICUBIC, fillcolor=FILL),
+    "translateX": lambda im, v: im.transform(im.size, AFFINE, (1, 0, v * im.size[0], 0, 1, 0), fillcolor=FILL),
+    "translateY": lambda im, v: im.transform(im.size, AFFINE, (1, 0, 0, 0, 1, v * im.size[1]), fillcolor=FILL),
     "rotate": _rotate,
     "color": lambda im, v: ImageEnhance.Color(im).enhance(1 + v),
     "posterize": lambda im, v: ImageOps.posterize(im, int(v)),
@@ -225,7 +226,7 @@ def _images() -> np.ndarray:
     """Smooth-ish 32x32 RGB images (bicubically enlarged 8x8 noise), uint8 [N, H, W, C]."""
     rng = np.random.default_rng(0)
     small = rng.integers(0, 256, (6, 8, 8, 3)).astype(np.uint8)
-    return np.stack([np.array(Image.fromarray(s).resize((32, 32), Image.BICUBIC)) for s in small])
+    return np.stack([np.array(Image.fromarray(s).resize((32, 32), Image.Resampling.BICUBIC)) for s in small])
 
 
 CASES = [(op, level, sign) for op in A.OPS for level in (2, 9) for sign in ((1, -1) if op in A._SIGNED else (1,))]
