@@ -74,14 +74,14 @@ def test_pop_before_its_first_purification_is_exactly_proden(data):
     bitwise the same network (so a 20-epoch POP run with pop_start 20 equals PRODEN's)."""
     opts = METHOD_OPTIONS["proden_fixmatch"]
     proden, p_rec = run(config("proden_fixmatch", epochs=4), data, epochs=3)
-    pop_cfg = config("pop_fixmatch", epochs=4, options={**opts, "pop_start": 3})
+    pop_cfg = config("pop_fixmatch", epochs=4, options={**opts, "pop_start": 2})
     pop, q_rec = run(pop_cfg, data, epochs=3)
     drop = ("pop/theta", "pop/last_change")
     assert p_rec == [{k: v for k, v in r.items() if k not in drop} for r in q_rec]
     for (name, x), (_, y) in zip(proden.model.state_dict().items(), pop.model.state_dict().items(), strict=True):
         assert torch.equal(x, y), name
     assert torch.equal(proden.method.conf, pop.method.conf)
-    _, (last,) = run(pop_cfg, data, trainer=pop, epochs=1)  # epoch 3 purifies
+    _, (last,) = run(pop_cfg, data, trainer=pop, epochs=1)  # purified after epoch 2, before epoch 3
     assert last["pop/last_change"] > 0 or last["pop/theta"] > 0.001
 
 
