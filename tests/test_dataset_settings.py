@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from datagen import write_cifar100
+from datagen import write_cifar100, write_idx_fmnist
 from spmi.config import TrainConfig, with_dataset_defaults
 from spmi.train import build_parser, config_from_args
 
@@ -62,3 +62,17 @@ def test_hierarchical_partial_labels_are_a_setting_a_search_can_draw(tmp_path: P
     path.write_text("method: spmi\ndataset: cifar100\nparams:\n  partial_labels:\n    paper: uniform\n"
                     "    distribution: categorical\n    choices: [uniform, hierarchical]\n")
     assert load_space(path, "spmi").params["partial_labels"].choices == ("uniform", "hierarchical")
+
+
+def test_trainer_resolves_settings_and_uses_the_policy(tmp_path: Path) -> None:
+    from spmi.data import load_dataset
+    from spmi.trainer import Trainer
+    write_idx_fmnist(tmp_path, n_train=300, n_test=40)
+    data = load_dataset("fmnist", tmp_path, verify=False)
+    base = {"dataset": "fmnist", "data_root": str(tmp_path), "labelled": 20, "val_size": 30, "unlabelled_size": 64,
+            "batch_size": 16, "epochs": 1, "device": "cpu"}
+    plain = Trainer(TrainConfig(**base), data)
+    assert plain.augmenter.autoaugment is None
+    assert (plain.cfg.partial_rate, plain.cfg.model, plain.cfg.options) == (0.3, "lenet", {"warmup": 10,
+                                                                                          "unlabelled_ema": 0.0})
+    assert Trainer(TrainConfig(**base, augment="cifar10_spmi"), data).augmenter.autoaugment.num_sub == 97
