@@ -54,9 +54,14 @@ class Report:
 
 def mlflow_hint(plan: SearchPlan) -> str:
     if plan.tracking_uri.startswith("sqlite:"):
-        return (f"MLflow UI: mlflow ui --backend-store-uri {plan.tracking_uri} --host 127.0.0.1 --port 5000"
+        line = (f"MLflow UI: mlflow ui --backend-store-uri {plan.tracking_uri} --host 127.0.0.1 --port 5000"
                 f"  (experiment {plan.name!r})")
-    return f"MLflow: {plan.tracking_uri} (experiment {plan.name!r})"
+    else:
+        line = f"MLflow: {plan.tracking_uri} (experiment {plan.name!r})"
+    if plan.optuna_storage:
+        from tuning.optuna_study import dashboard_hint
+        line += "\n" + dashboard_hint(plan.optuna_storage, plan.name)
+    return line
 
 
 def _fmt(v: Any) -> str:

@@ -12,9 +12,8 @@ import ray
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search import ConcurrencyLimiter
-from ray.tune.search.optuna import OptunaSearch
 
-from tuning import mlflow_log
+from tuning import mlflow_log, optuna_study
 from tuning.callbacks import CloseTrialRuns, ReleaseTrainGroups
 from tuning.plan import SearchPlan
 from tuning.settings import DRIVER_CPU, DRIVER_HEADROOM_CPUS, REPO_ROOT, TIME_ATTR, TRAIN_RUNS_DIR
@@ -81,10 +80,19 @@ def trial_dirname(trial: Any) -> str:
     return f"trial_{trial.trial_id}"
 
 
+def make_searcher(plan: SearchPlan, space: Any) -> optuna_study.AshaOptunaSearch:
+    """TPE with the plan's explicit settings on the search's persistent study."""
+    tpe = plan.tpe or optuna_study.tpe_settings(plan.num_samples, plan.max_concurrent, plan.seed)
+    storage = optuna_study.storage(plan.optuna_storage) if plan.optuna_storage else None
+    return optuna_study.AshaOptunaSearch(
+        space=space.to_optuna, metric=plan.metric, mode=plan.mode, points_to_evaluate=space.points_to_evaluate(),
+        sampler=optuna_study.make_sampler(tpe), study_name=plan.name if storage is not None else None,
+        storage=storage, max_epochs=plan.max_epochs)
+
+
 def build_tuner(plan: SearchPlan) -> tune.Tuner:
     space = plan.space()
-    searcher = OptunaSearch(space=space.to_optuna, metric=plan.metric, mode=plan.mode,
-                            points_to_evaluate=space.points_to_evaluate(), seed=plan.seed)
+    searcher = make_searcher(plan, space)
     scheduler = ASHAScheduler(time_attr=TIME_ATTR, max_t=plan.max_epochs, grace_period=plan.grace_period,
                               reduction_factor=plan.reduction_factor)
     return tune.Tuner(
@@ -153,6 +161,8 @@ def finish(plan: SearchPlan, states: dict[str, str]) -> int:
               f"{plan.storage_path} --name {plan.name} --resume", flush=True)
         return 130
     mlflow_log.finalize_runs(plan.tracking_uri, plan.experiment_id, plan.parent_run_id, states)
+    if plan.optuna_storage:
+        optuna_study.fail_running(plan.optuna_storage, plan.name)
     from tuning.report import make_report
     report = make_report(plan.experiment_path)
     errors = sum(s == "ERROR" for s in states.values())
