@@ -44,8 +44,8 @@ class Report:
             lines.append("no trial reported a validation accuracy")
         else:
             b = self.best
-            lines.append(f"best trial {b['trial_id']} ({b['status']}, {b['epochs']} epochs): "
-                         f"val/acc {b['val_acc']:.4f}, test/acc {b['test_acc']:.4f}")
+            lines.append(f"best trial {b['trial_id']} ({b['status']}, {b['epochs']} epochs; best epoch "
+                         f"{b['best_epoch']}): val/acc {b['val_acc']:.4f}, test/acc {_acc(b['test_acc'])}")
             lines.append("best settings: " + " ".join(f"{k}={_fmt(v)}" for k, v in b["params"].items()))
         lines.append(f"report: {self.folder / 'report.md'}")
         lines.append(mlflow_hint(self.plan))
@@ -92,7 +92,8 @@ def make_report(experiment_path: str | Path, log_mlflow: bool = True) -> Report:
     best_row = trials.best()
     best = None if best_row is None else {
         "trial_id": best_row["trial_id"], "status": best_row["status"], "epochs": int(best_row["epochs"]),
-        "val_acc": float(best_row["val_acc"]), "test_acc": float(best_row["test_acc"]),
+        "best_epoch": int(best_row["best_epoch"]), "val_acc": float(best_row["best_val_acc"]),
+        "test_acc": None if pd.isna(best_row["best_test_acc"]) else float(best_row["best_test_acc"]),
         "params": {n: _plain(best_row[n]) for n in space.params}}
     importance, note = fanova(table, space) if not table.empty else ({}, "no trials")
     report = Report(plan, folder, trials, best, importance, note)
@@ -125,8 +126,10 @@ def render(r: Report) -> str:
     if r.best is not None:
         b = r.best
         out += ["## Best configuration", "",
-                f"Trial `{b['trial_id']}` ({b['status']}, {b['epochs']} epochs): "
-                f"**val/acc {b['val_acc']:.4f}**, test/acc {b['test_acc']:.4f}.", "",
+                f"Trial `{b['trial_id']}` ({b['status']}, {b['epochs']} epochs), at its best epoch "
+                f"{b['best_epoch']}: **val/acc {b['val_acc']:.4f}**, test/acc {_acc(b['test_acc'])}. "
+                "The best trial is the one with the highest val/acc at any epoch; that epoch's "
+                "network is the one kept and published.", "",
                 markdown_table(pd.DataFrame([b["params"]])), ""]
     out += ["## Hyperparameter importance (fANOVA on final val/acc)", ""]
     if r.importance:
@@ -162,6 +165,10 @@ def log_to_parent(r: Report) -> None:
                                     **{f"importance/{k}": v for k, v in r.importance.items()}}, step=0)
     except Exception as err:
         print(f"warning: could not log the report to MLflow ({p.tracking_uri}): {err}", file=sys.stderr)
+
+
+def _acc(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:.4f}"
 
 
 def _plain(v: Any) -> Any:

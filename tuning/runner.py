@@ -165,9 +165,19 @@ def finish(plan: SearchPlan, states: dict[str, str]) -> int:
         optuna_study.fail_running(plan.optuna_storage, plan.name)
     from tuning.report import make_report
     report = make_report(plan.experiment_path)
+    published = None
+    try:
+        from tuning.publish import publish_search_best
+        published = publish_search_best(plan, report.best)
+    except Exception as err:  # the search's results stand without the published model
+        print(f"warning: could not log or register the best model in MLflow: {err}", file=sys.stderr)
     errors = sum(s == "ERROR" for s in states.values())
     mlflow_log.terminate(plan.tracking_uri, plan.parent_run_id, "FAILED" if errors == len(states) else "FINISHED")
     print(report.summary(), flush=True)
+    if published is not None:
+        print(f"best model (epoch {published['epoch']}): {published['registered_uri']} (version "
+              f"{published['version']}); its test accuracy: python tuning/evaluate.py {published['registered_uri']} "
+              f"--tracking-uri {plan.tracking_uri}", flush=True)
     if errors:
         print(f"{errors} of {len(states)} trials failed; see their error.txt under {plan.experiment_path}", flush=True)
     return 1 if errors == len(states) else 0
