@@ -118,7 +118,11 @@ def ddp_worker(loop: dict[str, Any]) -> None:
         trainer.callbacks.append(lambda metrics, t: assert_in_sync(t))
     pg = ray.util.get_current_placement_group()
     trainer.callbacks.append(_DDPReporter(run, comm.rank, pg.id.hex() if pg is not None else None, best))
+    monitor = None if run is None else mlflow_log.start_system_metrics(meta["tracking_uri"], run.run_id,
+                                                                       resume=not run.new)
     trainer.fit()
+    if monitor is not None:
+        monitor.finish()
     if run is not None:
         mlflow_log.terminate(meta["tracking_uri"], run.run_id, "FINISHED")
 

@@ -104,7 +104,7 @@ def build_tuner(plan: SearchPlan) -> tune.Tuner:
             name=plan.name, storage_path=plan.storage_path, verbose=1, progress_reporter=reporter(plan, space),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
             failure_config=tune.FailureConfig(max_failures=1),
-            callbacks=[CloseTrialRuns(plan.tracking_uri, plan.experiment_id, plan.max_epochs)]
+            callbacks=[CloseTrialRuns(plan.tracking_uri, plan.experiment_id, plan.max_epochs, plan.parent_run_id)]
             + ([ReleaseTrainGroups()] if plan.workers_per_trial > 1 else [])))
 
 

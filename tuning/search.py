@@ -118,7 +118,7 @@ def prepare(args: argparse.Namespace) -> tuple[P.SearchPlan, bool]:
 def start_tracking(plan: P.SearchPlan) -> None:
     """Create the search's MLflow experiment and parent run; save the plan."""
     from tuning import optuna_study
-    from tuning.trainable import all_params
+    from tuning.trainable import all_params, split_profile
     study = optuna_study.create_study(plan.optuna_storage, plan.name, plan.mode, plan.study_attrs)
     if plan.warm_start:
         copied, skipped = optuna_study.warm_start(study, plan.optuna_storage, plan.warm_start,
@@ -137,11 +137,24 @@ def start_tracking(plan: P.SearchPlan) -> None:
     settings |= {f"search.tpe.{k}": v for k, v in plan.tpe.items()}
     fixed = {k: v for k, v in all_params(plan.base_config).items() if k not in space.params}
     tags = {"dataset": plan.dataset, "method": plan.method, "git_commit": plan.git_commit,
-            "data_checksum": plan.data_checksum, "searched": ",".join(space.params)}
+            "data_checksum": plan.data_checksum, "searched": ",".join(space.params),
+            **mlflow_log.standard_tags(plan.git_commit), "mlflow.note.content": note(plan)}
     plan.parent_run_id = mlflow_log.start_parent(plan.tracking_uri, plan.experiment_id, plan.name, tags,
                                                  {**settings, **fixed})
+    cfg = plan.base_config
+    mlflow_log.log_dataset(plan.tracking_uri, plan.parent_run_id, plan.dataset, plan.data_checksum, cfg.data_root,
+                           split_profile(cfg))
     plan.save()
     P.copy_space(plan)
+
+
+def note(plan: P.SearchPlan) -> str:
+    """The parent run's description (markdown): the command line and the search space."""
+    space = plan.experiment_path / P.SPACE_COPY
+    text = (space if space.exists() else Path(plan.space_path)).read_text()
+    return (f"Search `{plan.name}`: {plan.method} on {plan.dataset}, {plan.num_samples} trials of up to "
+            f"{plan.max_epochs} epochs (ASHA grace {plan.grace_period}).\n\n```\n{plan.command}\n```\n\n"
+            f"Space `{plan.space_path}`:\n\n```yaml\n{text.rstrip()}\n```\n")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -56,7 +56,10 @@ def train_trial(config: dict[str, Any], base: dict[str, Any], meta: dict[str, An
     run_id, best = _restore(trainer)
     run = open_trial_run(trainer, config, meta, ctx.get_trial_id(), ctx.get_trial_name(), run_id)
     trainer.callbacks.append(_Reporter(run, best))
+    monitor = mlflow_log.start_system_metrics(meta["tracking_uri"], run.run_id, resume=not run.new)
     trainer.fit()
+    if monitor is not None:
+        monitor.finish()
     # reached only when Tune asks past the last epoch; CloseTrialRuns closes the run otherwise
     mlflow_log.terminate(meta["tracking_uri"], run.run_id, "FINISHED")
 
@@ -81,14 +84,22 @@ def open_trial_run(trainer: Trainer, config: dict[str, Any], meta: dict[str, Any
     cfg, uri = trainer.cfg, meta["tracking_uri"]
     tags = {"role": "trial", "dataset": cfg.dataset, "method": cfg.method, "trial_name": trial_name,
             "search": meta["search"], "git_commit": meta["git_commit"], "data_checksum": trainer.data.checksum,
-            "searched": ",".join(config), mlflow_log.PARENT_TAG: meta["parent_run_id"]}
+            "searched": ",".join(config), mlflow_log.PARENT_TAG: meta["parent_run_id"],
+            **mlflow_log.standard_tags(meta["git_commit"])}
     run = mlflow_log.TrialRun.open(uri, meta["experiment_id"], trial_id, trial_name, tags, run_id=run_id)
     if run.new:
         mlflow_log.log_params(uri, run.run_id, all_params(cfg))
+        mlflow_log.log_dataset(uri, run.run_id, cfg.dataset, trainer.data.checksum, cfg.data_root, split_profile(cfg))
     if trainer.epoch > 0:
         run.log_metric("resumed_from_epoch", trainer.epoch, step=trainer.epoch)
         mlflow_log.set_tags(uri, run.run_id, {"resumed_from_epoch": trainer.epoch})
     return run
+
+
+def split_profile(cfg: TrainConfig) -> dict[str, Any]:
+    """What of the dataset a run trains on (the dataset input's profile)."""
+    return {"labelled": cfg.labelled, "partial_rate": cfg.partial_rate, "val_size": cfg.val_size,
+            "unlabelled_size": cfg.unlabelled_size, "include_labelled": cfg.include_labelled, "seed": cfg.seed}
 
 
 def _restore(trainer: Trainer) -> tuple[str | None, BestEpoch]:
