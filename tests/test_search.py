@@ -262,6 +262,14 @@ def test_killed_driver_resumes_every_trial_once(tiny: dict[str, Path], tmp_path:
     from ray.tune import ExperimentAnalysis
     trials = ExperimentAnalysis(str(storage / "kill")).trials
     assert len(trials) == 3 and {t.status for t in trials} == {"TERMINATED"}
+    # the study came back with the searcher: one told trial per Tune trial, none left RUNNING
+    # (a trial asked for after the last snapshot is FAIL), every epoch once
+    import optuna
+    study = optuna.load_study(study_name="kill", storage=f"sqlite:///{storage}/optuna.db")
+    told = [t for t in study.trials if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)]
+    assert len(told) == 3 and all(t.state != optuna.trial.TrialState.RUNNING for t in study.trials)
+    for t in told:
+        assert sorted(t.intermediate_values) == list(range(1, max(t.intermediate_values) + 1))
 
 
 def bad_inputs(tiny: dict[str, Path], storage: Path) -> dict[str, tuple[list[str], str]]:
