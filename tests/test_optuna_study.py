@@ -133,3 +133,30 @@ def test_warm_start_copies_evaluated_trials_judged_at_the_new_budget(url):
     study = optuna.load_study(study_name="new", storage=optuna_study.storage(url), sampler=sampler)
     study.ask(DISTS)
     assert len(study.trials) == 3
+
+
+def test_cli_warm_start_seeds_the_new_study_before_ray_starts(tmp_path):
+    from test_search import common, write_tiny
+
+    from tuning import search
+    from tuning.spaces import load_space
+    tiny = write_tiny(tmp_path)
+    storage = tmp_path / "hpo"
+    url = optuna_study.default_storage(str(storage))
+    dists = load_space(tiny["space"], "spmi").distributions()
+    old = optuna_study.create_study(url, "old", "max", {"method": "spmi", "dataset": "fmnist", "metric": "val/acc",
+                                                        "mode": "max", "max_epochs": 3})
+    earlier = ((0.02, {1: 0.3, 2: 0.5, 3: 0.6}, TrialState.COMPLETE), (0.08, {1: 0.2}, TrialState.PRUNED))
+    for lr, values, state in earlier:
+        old.add_trial(optuna.trial.create_trial(
+            params={"lr": lr, "warmup": 1, "tau": 2.0}, distributions=dists, intermediate_values=values, state=state,
+            value=max(values.values()) if state == TrialState.COMPLETE else None))
+    args = search.build_parser().parse_args([*common(tiny, storage), "--num-samples", "2", "--max-epochs", "3",
+                                             "--name", "new", "--warm-start", "old"])
+    plan, resumed = search.prepare(args)
+    assert not resumed and plan.warm_start == "old" and plan.optuna_storage == url
+    search.start_tracking(plan)
+    new = optuna.load_study(study_name="new", storage=url)
+    assert [t.state for t in new.trials] == [TrialState.COMPLETE, TrialState.PRUNED]
+    assert new.trials[0].value == 0.6 and new.trials[1].intermediate_values == {1: 0.2}
+    assert new.user_attrs["max_epochs"] == 3
