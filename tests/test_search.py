@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import os
 import signal
 import subprocess
@@ -91,17 +92,32 @@ def epochs_logged(client, run_id: str) -> list[int]:
     return sorted(m.step for m in client.get_metric_history(run_id, "epoch"))
 
 
-def test_three_trial_search_end_to_end(tiny: dict[str, Path], tmp_path: Path) -> None:
-    storage = tmp_path / "hpo"
-    done = run_cli([*common(tiny, storage), "--num-samples", "3", "--max-epochs", "3", "--name", "e2e"],
-                   tmp_path, timeout=300)
+@pytest.fixture(scope="module")
+def searched(tiny: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """One 3-trial search (grace 2 of 3 epochs, so ASHA may stop trials) shared by the
+    tests below: its storage, output and MLflow runs."""
+    root = tmp_path_factory.mktemp("e2e")
+    storage = root / "hpo"
+    os.environ["MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL"] = "1"  # the trials last seconds
+    try:
+        done = run_cli([*common(tiny, storage), "--num-samples", "3", "--max-epochs", "3", "--grace-period", "2",
+                        "--reduction-factor", "2", "--name", "e2e"], root, timeout=400)
+    finally:
+        os.environ.pop("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL")
     assert done.returncode == 0, done.stdout[-3000:]
-    assert "best settings: lr=" in done.stdout and "report: " in done.stdout
-    assert f"mlflow ui --backend-store-uri sqlite:///{storage}/mlflow.db --host 127.0.0.1" in done.stdout
+    uri = f"sqlite:///{storage}/mlflow.db"
+    runs, client = runs_of(uri, "e2e")
+    return {"storage": storage, "stdout": done.stdout, "uri": uri, "runs": runs, "client": client,
+            "parent": runs[runs["tags.role"] == "search"], "children": runs[runs["tags.role"] == "trial"]}
 
-    runs, client = runs_of(f"sqlite:///{storage}/mlflow.db", "e2e")
-    parent = runs[runs["tags.role"] == "search"]
-    children = runs[runs["tags.role"] == "trial"]
+
+def test_three_trial_search_end_to_end(searched: dict) -> None:
+    storage, stdout, runs, client = searched["storage"], searched["stdout"], searched["runs"], searched["client"]
+    assert "best settings: lr=" in stdout and "report: " in stdout
+    assert f"mlflow ui --backend-store-uri sqlite:///{storage}/mlflow.db --host 127.0.0.1" in stdout
+    assert f"optuna-dashboard sqlite:///{storage}/optuna.db" in stdout
+
+    parent, children = searched["parent"], searched["children"]
     assert len(parent) == 1 and len(children) == 3
     assert set(runs["status"]) == {"FINISHED"}
     assert set(children["tags.mlflow.parentRunId"]) == {parent["run_id"].iloc[0]}
@@ -110,12 +126,15 @@ def test_three_trial_search_end_to_end(tiny: dict[str, Path], tmp_path: Path) ->
     for _, run in children.iterrows():
         params = {c[len("params."):] for c in runs.columns if c.startswith("params.") and isinstance(run[c], str)}
         assert expected <= params, expected - params
-        assert epochs_logged(client, run["run_id"]) == [1, 2, 3]
-        assert len(client.get_metric_history(run["run_id"], "cand/lab_size")) == 3
-        assert len(client.get_metric_history(run["run_id"], "test/acc")) == 3
+        epochs = int(run["tags.epochs_trained"])
+        assert epochs_logged(client, run["run_id"]) == list(range(1, epochs + 1))
+        assert (epochs < 3) == (run["tags.stopped_early"] == "true")
+        assert len(client.get_metric_history(run["run_id"], "cand/lab_size")) == epochs
+        assert len(client.get_metric_history(run["run_id"], "test/acc")) == epochs
         for tag in ("dataset", "method", "trial_id", "git_commit", "data_checksum", "final_checkpoint"):
             assert run[f"tags.{tag}"], tag
         assert Path(run["tags.final_checkpoint"], "checkpoint.pt").is_file()
+        assert Path(run["tags.final_checkpoint"], "best.pt").is_file()
     # the first trial is the space's default point (enqueued)
     first = children[(children["params.lr"] == "0.05") & (children["params.warmup"] == "1")]
     assert len(first) == 1 and first["params.tau"].iloc[0] == "3.0"
@@ -134,6 +153,64 @@ def test_three_trial_search_end_to_end(tiny: dict[str, Path], tmp_path: Path) ->
     (report / "report.md").unlink()
     assert report_cli.main([str(storage / "e2e"), "--no-mlflow"]) == 0
     assert (report / "report.md").is_file()
+
+
+def test_optuna_study_is_persisted_and_told_what_each_trial_did(searched: dict) -> None:
+    import optuna
+    study = optuna.load_study(study_name="e2e", storage=f"sqlite:///{searched['storage']}/optuna.db")
+    assert study.user_attrs["method"] == "spmi" and study.user_attrs["max_epochs"] == 3
+    assert len(study.trials) == 3
+    children = searched["children"]
+    for t in study.trials:
+        same = (children["params.lr"] == str(t.params["lr"])) & (children["params.tau"] == str(t.params["tau"]))
+        run = children[same]
+        assert len(run) == 1, t.params
+        run = run.iloc[0]
+        epochs = int(run["tags.epochs_trained"])
+        assert sorted(t.intermediate_values) == list(range(1, epochs + 1))
+        history = searched["client"].get_metric_history(run["run_id"], "val/acc")
+        assert t.intermediate_values == {m.step: m.value for m in history}
+        if epochs < 3:
+            assert t.state == optuna.trial.TrialState.PRUNED
+        else:
+            assert t.state == optuna.trial.TrialState.COMPLETE and t.value == run["metrics.best/val_acc"]
+    tpe = searched["parent"].iloc[0]
+    assert tpe["params.search.tpe.multivariate"] == "True" and tpe["params.search.tpe.n_startup_trials"] == "2"
+
+
+def test_best_model_is_registered_and_gives_its_recorded_test_accuracy(searched: dict) -> None:
+    from tuning import evaluate
+    parent = searched["parent"].iloc[0]
+    client = searched["client"]
+    version = client.get_model_version_by_alias("spmi-fmnist", "best")
+    best_trial = parent["tags.best/trial"]
+    assert parent["tags.best_trial_id"] == best_trial == version.tags["trial_id"]
+    best_run = searched["children"][searched["children"]["tags.trial_id"] == best_trial].iloc[0]
+    assert version.run_id == best_run["run_id"]
+    assert float(version.tags["test_acc"]) == parent["metrics.best/test_acc"] == best_run["metrics.best/test_acc"]
+    result = evaluate.evaluate("models:/spmi-fmnist@best", searched["uri"])
+    assert result["accuracy"] == parent["metrics.best/test_acc"]
+    assert f"python tuning/evaluate.py models:/spmi-fmnist@best --tracking-uri {searched['uri']}" in searched["stdout"]
+
+
+def test_parent_run_carries_the_standard_record(searched: dict) -> None:
+    parent, client = searched["parent"].iloc[0], searched["client"]
+    assert parent["tags.mlflow.source.git.commit"] == parent["tags.git_commit"].removesuffix("-dirty")
+    note = parent["tags.mlflow.note.content"]
+    assert "python tuning/search.py --dataset fmnist" in note and "--num-samples 3" in note and "tau:" in note
+    run = client.get_run(parent["run_id"])
+    (dataset,) = run.inputs.dataset_inputs
+    assert dataset.dataset.name == "fmnist" and dataset.dataset.digest == parent["tags.data_checksum"]
+    history = client.get_metric_history(parent["run_id"], "best/val_acc")
+    assert history and max(m.value for m in history) == parent["metrics.best/val_acc"]
+    assert parent["metrics.best/val_acc"] == searched["children"]["metrics.best/val_acc"].max()
+    children = searched["children"]
+    assert children["metrics.system/cpu_utilization_percentage"].notna().any()
+    assert all(len(client.get_run(r).inputs.dataset_inputs) == 1 for r in children["run_id"])
+    best = json.loads((searched["storage"] / "e2e" / "report" / "best.json").read_text())
+    grace = [i for i in best["importance"] if i["basis"].startswith("val/acc at epoch 2")]
+    assert {i["evaluator"] for i in grace} == {"fANOVA", "PED-ANOVA"} and {i["n_trials"] for i in grace} == {3}
+    assert "too few" in grace[0]["note"]
 
 
 def test_importance_needs_two_trials_and_ranks_the_parameters(tiny: dict[str, Path]) -> None:
@@ -185,6 +262,14 @@ def test_killed_driver_resumes_every_trial_once(tiny: dict[str, Path], tmp_path:
     from ray.tune import ExperimentAnalysis
     trials = ExperimentAnalysis(str(storage / "kill")).trials
     assert len(trials) == 3 and {t.status for t in trials} == {"TERMINATED"}
+    # the study came back with the searcher: one told trial per Tune trial, none left RUNNING
+    # (a trial asked for after the last snapshot is FAIL), every epoch once
+    import optuna
+    study = optuna.load_study(study_name="kill", storage=f"sqlite:///{storage}/optuna.db")
+    told = [t for t in study.trials if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)]
+    assert len(told) == 3 and all(t.state != optuna.trial.TrialState.RUNNING for t in study.trials)
+    for t in told:
+        assert sorted(t.intermediate_values) == list(range(1, max(t.intermediate_values) + 1))
 
 
 def bad_inputs(tiny: dict[str, Path], storage: Path) -> dict[str, tuple[list[str], str]]:
@@ -202,12 +287,15 @@ def bad_inputs(tiny: dict[str, Path], storage: Path) -> dict[str, tuple[list[str
         "unreachable tracking server": ([*ok, "--tracking-uri", "http://127.0.0.1:1"], "is not reachable"),
         "unknown --set name": ([*ok, "--set", "colour=red"], "--set colour: not a TrainConfig field"),
         "nothing to resume": ([*ok, "--resume"], "--resume: no search of spmi on fmnist"),
+        "no such warm start": ([*ok, "--warm-start", "old"], "--warm-start old: no study of that name"),
+        "bad Optuna storage": ([*ok, "--optuna-storage", "nosuch://db"], "Optuna storage nosuch://db is not usable"),
     }
 
 
 @pytest.mark.parametrize("case", ["unknown dataset", "unknown method", "missing space file", "bad space",
                                   "missing data", "no validation split", "GPU where none is",
-                                  "unreachable tracking server", "unknown --set name", "nothing to resume"])
+                                  "unreachable tracking server", "unknown --set name", "nothing to resume",
+                                  "no such warm start", "bad Optuna storage"])
 def test_bad_input_is_one_line_before_ray_starts(tiny: dict[str, Path], tmp_path: Path, case: str,
                                                  capsys: pytest.CaptureFixture) -> None:
     if case == "GPU where none is":

@@ -62,8 +62,10 @@ def test_ddp_trial_search(tiny: dict[str, Path], storage: Path, tmp_path: Path) 
         assert len(client.get_metric_history(run["run_id"], "cand/unl_size")) == 2
         final = Path(run["tags.final_checkpoint"])
         assert final.parent.parent == storage / "ddp" / TRAIN_RUNS_DIR and final.name == "epoch_0003"
-        assert (final / "checkpoint.pt").is_file()
+        assert (final / "checkpoint.pt").is_file() and (final / "best.pt").is_file()
         assert client.get_metric_history(run["run_id"], "resumed_from_epoch") == []
+    # the DDP trial's best epoch is published from its Train checkpoint
+    assert client.get_model_version_by_alias("spmi-fmnist", "best").run_id == children["run_id"].iloc[0]
 
     from ray.tune import ExperimentAnalysis
     trials = ExperimentAnalysis(str(storage / "ddp")).trials

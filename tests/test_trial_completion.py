@@ -57,3 +57,19 @@ def test_restarted_completed_trial_reports_instead_of_training(store, monkeypatc
     run = mlflow_log.client(uri).get_run(run_id)
     assert run.info.status == "FINISHED"
     assert run.data.tags["epochs_trained"] == "3" and run.data.tags["stopped_early"] == "true"
+
+
+def test_parent_carries_the_best_trial_so_far(experiment):
+    uri, exp = experiment
+    parent = mlflow_log.start_parent(uri, exp, "best-so-far", {}, {})
+    close = CloseTrialRuns(uri, exp, max_epochs=10, parent_run_id=parent)
+    finished = []
+    for tid, val, test in (("a", 0.6, 0.55), ("b", 0.5, 0.9), ("c", 0.7, 0.65)):
+        close.on_trial_complete(0, finished, trial(tid, {"epoch": 3, "val/acc": val, "best/val_acc": val,
+                                                         "best/test_acc": test, "best/epoch": 2}))
+        finished.append(SimpleNamespace(status="TERMINATED"))
+        data = mlflow_log.client(uri).get_run(parent).data
+        best = {"a": ("a", 0.6, 0.55), "b": ("a", 0.6, 0.55), "c": ("c", 0.7, 0.65)}[tid]
+        assert (data.tags["best/trial"], data.metrics["best/val_acc"], data.metrics["best/test_acc"]) == best
+    steps = [m.step for m in mlflow_log.client(uri).get_metric_history(parent, "best/val_acc")]
+    assert steps == [1, 3]   # logged when a trial beat the best, step = trials done

@@ -1,6 +1,7 @@
 """Driver-side Tune callbacks: ``CloseTrialRuns`` closes each trial's MLflow run when Tune
 is done with the trial (a trial stopped by ASHA, or at max_t, is simply never resumed,
-so the trainable itself cannot do it); ``ReleaseTrainGroups`` frees the workers of a
+so the trainable itself cannot do it) and puts the best result so far on the search's
+parent run; ``ReleaseTrainGroups`` frees the workers of a
 DDP trial that Tune stopped."""
 
 from __future__ import annotations
@@ -20,8 +21,9 @@ class CloseTrialRuns(Callback):
     """On trial completion: FINISHED plus tags (final checkpoint, epochs, stopped early);
     on error: FAILED. Holds only plain values, so it pickles with the experiment."""
 
-    def __init__(self, uri: str, experiment_id: str, max_epochs: int):
+    def __init__(self, uri: str, experiment_id: str, max_epochs: int, parent_run_id: str = ""):
         self.uri, self.experiment_id, self.max_epochs = uri, experiment_id, max_epochs
+        self.parent_run_id = parent_run_id
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         result = trial.last_result or {}
@@ -36,6 +38,12 @@ class CloseTrialRuns(Callback):
         elif result.get("checkpoint_path"):  # a DDP trial: its Ray Train checkpoint
             tags["final_checkpoint"] = result["checkpoint_path"]
         self._close(trial, "FINISHED", tags)
+        if getattr(self, "parent_run_id", ""):
+            done = sum(t.status in ("TERMINATED", "ERROR") for t in trials) + 1  # this one is not yet TERMINATED
+            try:
+                mlflow_log.update_parent_best(self.uri, self.parent_run_id, trial.trial_id, result, step=done)
+            except Exception as err:
+                log.warning("could not update the search's best result in MLflow: %s", err)
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._close(trial, "FAILED", {mlflow_log.STATUS_TAG: "ERROR"})

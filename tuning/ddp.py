@@ -34,6 +34,7 @@ from spmi.data import load_dataset
 from spmi.distributed import DistComm, assert_in_sync
 from spmi.trainer import Trainer
 from tuning import mlflow_log
+from tuning.best import BestEpoch
 from tuning.settings import TIME_ATTR
 from tuning.trainable import (
     CHECKPOINT_FILE,
@@ -109,15 +110,19 @@ def ddp_worker(loop: dict[str, Any]) -> None:
     comm = DistComm()
     data = load_dataset(cfg.dataset, cfg.data_root, verify=False)  # the search driver verified the files
     trainer = Trainer(cfg, data, comm=comm, sync_bn=True)
-    run_id = load_checkpoint(trainer, ray.train.get_checkpoint())  # every rank loads it
+    run_id, best = load_checkpoint(trainer, ray.train.get_checkpoint())  # every rank loads it
     run = None
     if comm.rank == 0:
         run = open_trial_run(trainer, loop["config"], meta, loop["trial_id"], loop["trial_name"], run_id)
     if meta.get("check_sync"):
         trainer.callbacks.append(lambda metrics, t: assert_in_sync(t))
     pg = ray.util.get_current_placement_group()
-    trainer.callbacks.append(_DDPReporter(run, comm.rank, pg.id.hex() if pg is not None else None))
+    trainer.callbacks.append(_DDPReporter(run, comm.rank, pg.id.hex() if pg is not None else None, best))
+    monitor = None if run is None else mlflow_log.start_system_metrics(meta["tracking_uri"], run.run_id,
+                                                                       resume=not run.new)
     trainer.fit()
+    if monitor is not None:
+        monitor.finish()
     if run is not None:
         mlflow_log.terminate(meta["tracking_uri"], run.run_id, "FINISHED")
 
@@ -136,11 +141,13 @@ class _DDPReporter:
     """Trainer callback on every rank: rank 0 logs to MLflow; all ranks save (collective)
     and call ``ray.train.report``, rank 0 with the checkpoint."""
 
-    def __init__(self, run: mlflow_log.TrialRun | None, rank: int, pg_hex: str | None):
-        self.run, self.rank, self.pg_hex = run, rank, pg_hex
+    def __init__(self, run: mlflow_log.TrialRun | None, rank: int, pg_hex: str | None, best: BestEpoch):
+        self.run, self.rank, self.pg_hex, self.best = run, rank, pg_hex, best
 
     def __call__(self, metrics: dict[str, Any], trainer: Trainer) -> None:
         record = epoch_record(metrics)
+        self.best.update(record, trainer)  # every rank holds the same metrics and weights
+        record |= self.best.metrics()
         done = record[TIME_ATTR]
         if self.run is not None:
             self.run.log_epoch(record, step=done)
@@ -151,6 +158,7 @@ class _DDPReporter:
             trainer.save(Path(folder) / CHECKPOINT_FILE)  # every rank calls it; rank 0 writes
             checkpoint = None
             if self.rank == 0:
+                self.best.save(folder)
                 write_meta(folder, self.run.run_id if self.run is not None else None, done)
                 checkpoint = Checkpoint.from_directory(folder)
             ray.train.report(scalars, checkpoint=checkpoint,

@@ -191,3 +191,52 @@ def finalize_runs(uri: str, experiment_id: str, parent_run_id: str, status_of: d
             terminate(uri, run.info.run_id, {"TERMINATED": "FINISHED", "ERROR": "FAILED"}.get(tune_status, "KILLED"))
             changed += 1
     return changed
+
+
+def standard_tags(git_commit: str) -> dict[str, str]:
+    """Tags MLflow's UI shows by default: the source commit (``-dirty`` stays in ``git_commit``)."""
+    tags = {"mlflow.source.name": "tuning/search.py", "mlflow.source.type": "LOCAL"}
+    if git_commit and git_commit != "unknown":
+        tags["mlflow.source.git.commit"] = git_commit.removesuffix("-dirty")
+    return tags
+
+
+def log_dataset(uri: str, run_id: str, name: str, digest: str, source: str, profile: dict[str, Any],
+                context: str = "training") -> None:
+    """The dataset as a logged input of the run, its checksum as the digest."""
+    import json
+
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+    dataset = Dataset(name=name, digest=digest, source_type="local", source=json.dumps({"uri": source}),
+                      profile=json.dumps(profile, sort_keys=True))
+    item = DatasetInput(dataset, tags=[InputTag("mlflow.data.context", context)])
+    retry(lambda: client(uri).log_inputs(run_id, datasets=[item]))
+
+
+def start_system_metrics(uri: str, run_id: str, resume: bool, interval: float = 10.0) -> Any | None:
+    """MLflow's system-metrics monitor (CPU, memory, disk, network; GPU with pynvml) logging
+    ``system/*`` into the run every ``interval`` s until it ends; None where unavailable."""
+    try:
+        import psutil  # noqa: F401  (the monitor needs it)
+        from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+        monitor = SystemMetricsMonitor(run_id, sampling_interval=interval, resume_logging=resume, tracking_uri=uri)
+        monitor.start()
+        return monitor
+    except Exception:  # no psutil, or the monitor cannot start: training goes on without it
+        return None
+
+
+def update_parent_best(uri: str, parent_run_id: str, trial_id: str, result: dict[str, Any], step: int) -> bool:
+    """Put a finished trial's best epoch (``best/val_acc``, ``best/test_acc``, ``best/epoch``
+    in ``result``) on the parent run when it beats the parent's ``best/val_acc``, with the
+    tag ``best/trial``; whether it did."""
+    val = result.get("best/val_acc")
+    if val is None or not math.isfinite(float(val)):
+        return False
+    current = retry(lambda: client(uri).get_run(parent_run_id)).data.metrics.get("best/val_acc")
+    if current is not None and float(val) <= current:
+        return False
+    log_metrics(uri, parent_run_id, {k: result[k] for k in ("best/val_acc", "best/test_acc", "best/epoch")
+                                     if k in result}, step=step)
+    set_tags(uri, parent_run_id, {"best/trial": trial_id})
+    return True

@@ -20,7 +20,7 @@ from spmi.config import TrainConfig, config_from_flat, with_dataset_defaults
 from spmi.data import check_split_args, default_root, get_info, load_dataset
 from spmi.methods import get_method
 from spmi.train import check_config
-from tuning import mlflow_log
+from tuning import mlflow_log, optuna_study
 from tuning import settings as S
 from tuning.fields import RESERVED, coerce, field_specs
 from tuning.spaces import SearchSpace, load_space
@@ -55,6 +55,10 @@ class SearchPlan:
     mode: str = S.MODE
     git_commit: str = "unknown"
     data_checksum: str = ""
+    optuna_storage: str = ""     # RDB URL of the Optuna study (named like the search)
+    tpe: dict[str, Any] = field(default_factory=dict)  # TPESampler arguments, kept across resume
+    warm_start: str | None = None  # the study whose evaluated trials seeded this one
+    command: str = ""            # the command line that started the search
     experiment_id: str = ""
     parent_run_id: str = ""
     created: str = field(default_factory=lambda: time.strftime("%Y-%m-%d %H:%M:%S"))
@@ -74,6 +78,12 @@ class SearchPlan:
         tmp.write_text(json.dumps(dataclasses.asdict(self), indent=2))
         os.replace(tmp, path)
         return path
+
+    @property
+    def study_attrs(self) -> dict[str, Any]:
+        """The Optuna study's user attributes (checked by a warm start)."""
+        return {"method": self.method, "dataset": self.dataset, "metric": self.metric, "mode": self.mode,
+                "max_epochs": self.max_epochs}
 
     def space(self) -> SearchSpace:
         """The space as it was when the search started (its copy in the experiment folder)."""
@@ -222,13 +232,23 @@ def make_plan(args: Any, storage: Path, name: str, tracking_uri: str) -> tuple[S
         raise ValueError(f"--max-concurrent {max_conc} must be >= 1")
     checksum = check_data(cfg)
     mlflow_log.check_store(tracking_uri)
+    optuna_url = getattr(args, "optuna_storage", None) or optuna_study.default_storage(storage)
+    study_attrs = {"method": args.method, "dataset": args.dataset, "metric": S.METRIC, "mode": S.MODE,
+                   "max_epochs": max_epochs}
+    if optuna_study.study_exists(optuna_url, name):
+        raise ValueError(f"the Optuna storage {optuna_url} already has a study named {name!r}; choose another --name")
+    warm = getattr(args, "warm_start", None)
+    if warm:
+        optuna_study.check_warm_start(optuna_url, warm, study_attrs)
     plan = SearchPlan(
         name=name, storage_path=str(storage), dataset=args.dataset, method=args.method, space_path=str(space_path),
         num_samples=num_samples, max_epochs=max_epochs, grace_period=grace, reduction_factor=reduction,
         seed=int(args.seed), cpus_per_trial=cpus, gpus_per_trial=gpus,
         max_concurrent=None if max_conc is None else int(max_conc), tracking_uri=tracking_uri,
         base=cfg.to_dict(), preset=args.preset, workers_per_trial=workers,
-        check_sync=bool(getattr(args, "check_sync", False)), git_commit=git_commit(), data_checksum=checksum)
+        check_sync=bool(getattr(args, "check_sync", False)), git_commit=git_commit(), data_checksum=checksum,
+        optuna_storage=optuna_url, warm_start=warm or None,
+        tpe=optuna_study.tpe_settings(num_samples, None if max_conc is None else int(max_conc), int(args.seed)))
     return plan, space
 
 

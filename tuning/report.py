@@ -1,6 +1,6 @@
 #!/usr/bin/env python
 """Report of a search: best configuration, table of all trials (parquet + markdown),
-fANOVA importance and plots, written to ``<experiment>/report/`` and logged as artifacts
+importance at a common budget (fANOVA, PED-ANOVA) and plots, written to ``<experiment>/report/`` and logged as artifacts
 of the search's parent MLflow run.
 
     python tuning/report.py hpo_results/spmi-fmnist-20250101-120000 [--no-mlflow]
@@ -9,6 +9,7 @@ of the search's parent MLflow run.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import sys
@@ -22,7 +23,7 @@ if __name__ == "__main__":
 import pandas as pd  # noqa: E402
 
 from tuning import mlflow_log, plots  # noqa: E402
-from tuning.importance import fanova  # noqa: E402
+from tuning.importance import Importance, at_common_budget  # noqa: E402
 from tuning.plan import SearchPlan, load_plan  # noqa: E402
 from tuning.trials import Trials, read_trials  # noqa: E402
 
@@ -35,8 +36,7 @@ class Report:
     folder: Path
     trials: Trials
     best: dict[str, Any] | None
-    importance: dict[str, float] = field(default_factory=dict)
-    importance_note: str = ""
+    importance: list[Importance] = field(default_factory=list)
 
     def summary(self) -> str:
         lines = []
@@ -44,9 +44,13 @@ class Report:
             lines.append("no trial reported a validation accuracy")
         else:
             b = self.best
-            lines.append(f"best trial {b['trial_id']} ({b['status']}, {b['epochs']} epochs): "
-                         f"val/acc {b['val_acc']:.4f}, test/acc {b['test_acc']:.4f}")
+            lines.append(f"best trial {b['trial_id']} ({b['status']}, {b['epochs']} epochs; best epoch "
+                         f"{b['best_epoch']}): val/acc {b['val_acc']:.4f}, test/acc {_acc(b['test_acc'])}")
             lines.append("best settings: " + " ".join(f"{k}={_fmt(v)}" for k, v in b["params"].items()))
+        if self.importance:
+            frame = importance_table(self.importance, list(self.plan.space().params))
+            lines.append("hyperparameter importance at a common budget (trials = how many it rests on):")
+            lines.append(markdown_table(frame).rstrip())
         lines.append(f"report: {self.folder / 'report.md'}")
         lines.append(mlflow_hint(self.plan))
         return "\n".join(lines)
@@ -54,9 +58,14 @@ class Report:
 
 def mlflow_hint(plan: SearchPlan) -> str:
     if plan.tracking_uri.startswith("sqlite:"):
-        return (f"MLflow UI: mlflow ui --backend-store-uri {plan.tracking_uri} --host 127.0.0.1 --port 5000"
+        line = (f"MLflow UI: mlflow ui --backend-store-uri {plan.tracking_uri} --host 127.0.0.1 --port 5000"
                 f"  (experiment {plan.name!r})")
-    return f"MLflow: {plan.tracking_uri} (experiment {plan.name!r})"
+    else:
+        line = f"MLflow: {plan.tracking_uri} (experiment {plan.name!r})"
+    if plan.optuna_storage:
+        from tuning.optuna_study import dashboard_hint
+        line += "\n" + dashboard_hint(plan.optuna_storage, plan.name)
+    return line
 
 
 def _fmt(v: Any) -> str:
@@ -87,10 +96,11 @@ def make_report(experiment_path: str | Path, log_mlflow: bool = True) -> Report:
     best_row = trials.best()
     best = None if best_row is None else {
         "trial_id": best_row["trial_id"], "status": best_row["status"], "epochs": int(best_row["epochs"]),
-        "val_acc": float(best_row["val_acc"]), "test_acc": float(best_row["test_acc"]),
+        "best_epoch": int(best_row["best_epoch"]), "val_acc": float(best_row["best_val_acc"]),
+        "test_acc": None if pd.isna(best_row["best_test_acc"]) else float(best_row["best_test_acc"]),
         "params": {n: _plain(best_row[n]) for n in space.params}}
-    importance, note = fanova(table, space) if not table.empty else ({}, "no trials")
-    report = Report(plan, folder, trials, best, importance, note)
+    importance = at_common_budget(table, trials.history, space, plan.grace_period, plan.max_epochs, plan.seed)
+    report = Report(plan, folder, trials, best, importance)
 
     if not table.empty:
         table.to_parquet(folder / "trials.parquet", index=False)
@@ -103,8 +113,8 @@ def make_report(experiment_path: str | Path, log_mlflow: bool = True) -> Report:
         if best is not None:
             hist = trials.history[trials.history["trial_id"] == best["trial_id"]]
             plots.candidate_sets(hist, best["trial_id"], folder / "candidate_sets.png")
-    (folder / "best.json").write_text(json.dumps({"best": best, "importance": importance,
-                                                  "importance_note": note}, indent=2))
+    (folder / "best.json").write_text(json.dumps({"best": best, "importance": [
+        dataclasses.asdict(i) for i in importance]}, indent=2))
     (folder / "report.md").write_text(render(report))
     if log_mlflow and plan.parent_run_id:
         log_to_parent(report)
@@ -120,15 +130,13 @@ def render(r: Report) -> str:
     if r.best is not None:
         b = r.best
         out += ["## Best configuration", "",
-                f"Trial `{b['trial_id']}` ({b['status']}, {b['epochs']} epochs): "
-                f"**val/acc {b['val_acc']:.4f}**, test/acc {b['test_acc']:.4f}.", "",
+                f"Trial `{b['trial_id']}` ({b['status']}, {b['epochs']} epochs), at its best epoch "
+                f"{b['best_epoch']}: **val/acc {b['val_acc']:.4f}**, test/acc {_acc(b['test_acc'])}. "
+                "The best trial is the one with the highest val/acc at any epoch; that epoch's "
+                "network is the one kept and published.", "",
                 markdown_table(pd.DataFrame([b["params"]])), ""]
-    out += ["## Hyperparameter importance (fANOVA on final val/acc)", ""]
-    if r.importance:
-        out.append(markdown_table(pd.DataFrame({"parameter": list(r.importance),
-                                                "importance": list(r.importance.values())})))
-    else:
-        out.append(f"Not computed: {r.importance_note}.")
+    out += ["## Hyperparameter importance at a common budget", "",
+            importance_text(r.importance, list(p.space().params))]
     out += ["", "## All trials", "", "Status `stopped`: stopped early by ASHA; its accuracy is partial.", ""]
     if not r.trials.table.empty:
         out.append(markdown_table(r.trials.table.drop(columns=["trial_dir"])))
@@ -142,6 +150,19 @@ def render(r: Report) -> str:
     return "\n".join(out)
 
 
+def importance_table(importance: list[Importance], params: list[str]) -> pd.DataFrame:
+    """One row per basis and evaluator: trial count, each parameter's importance, note."""
+    rows = [{"basis": i.basis, "evaluator": i.evaluator, "trials": i.n_trials,
+             **{n: i.values.get(n) for n in params}, "note": i.note} for i in importance]
+    return pd.DataFrame(rows, columns=["basis", "evaluator", "trials", *params, "note"])
+
+
+def importance_text(importance: list[Importance], params: list[str]) -> str:
+    return ("Final accuracies mix trials ASHA stopped at the grace period with trials trained to the end, "
+            "so each importance compares trials at one budget; `trials` is how many it rests on.\n\n"
+            + markdown_table(importance_table(importance, params)))
+
+
 def log_to_parent(r: Report) -> None:
     """Report files as artifacts of the parent run; the best result as its tags and metrics."""
     p = r.plan
@@ -151,12 +172,20 @@ def log_to_parent(r: Report) -> None:
         if r.best is not None:
             b = r.best
             mlflow_log.set_tags(p.tracking_uri, p.parent_run_id,
-                                {"best_trial_id": b["trial_id"], **{f"best.{k}": v for k, v in b["params"].items()}})
+                                {"best_trial_id": b["trial_id"], "best/trial": b["trial_id"],
+                                 **{f"best.{k}": v for k, v in b["params"].items()}})
             mlflow_log.log_metrics(p.tracking_uri, p.parent_run_id,
                                    {"best/val_acc": b["val_acc"], "best/test_acc": b["test_acc"],
-                                    **{f"importance/{k}": v for k, v in r.importance.items()}}, step=0)
+                                    "best/epoch": b["best_epoch"]}, step=len(r.trials.table))
+        importance = {f"importance/{i.key}/{k}": v for i in r.importance for k, v in i.values.items()}
+        importance |= {f"importance/{i.key}/trials": i.n_trials for i in r.importance}
+        mlflow_log.log_metrics(p.tracking_uri, p.parent_run_id, importance, step=0)
     except Exception as err:
         print(f"warning: could not log the report to MLflow ({p.tracking_uri}): {err}", file=sys.stderr)
+
+
+def _acc(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:.4f}"
 
 
 def _plain(v: Any) -> Any:

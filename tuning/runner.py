@@ -12,9 +12,8 @@ import ray
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search import ConcurrencyLimiter
-from ray.tune.search.optuna import OptunaSearch
 
-from tuning import mlflow_log
+from tuning import mlflow_log, optuna_study
 from tuning.callbacks import CloseTrialRuns, ReleaseTrainGroups
 from tuning.plan import SearchPlan
 from tuning.settings import DRIVER_CPU, DRIVER_HEADROOM_CPUS, REPO_ROOT, TIME_ATTR, TRAIN_RUNS_DIR
@@ -81,10 +80,19 @@ def trial_dirname(trial: Any) -> str:
     return f"trial_{trial.trial_id}"
 
 
+def make_searcher(plan: SearchPlan, space: Any) -> optuna_study.AshaOptunaSearch:
+    """TPE with the plan's explicit settings on the search's persistent study."""
+    tpe = plan.tpe or optuna_study.tpe_settings(plan.num_samples, plan.max_concurrent, plan.seed)
+    storage = optuna_study.storage(plan.optuna_storage) if plan.optuna_storage else None
+    return optuna_study.AshaOptunaSearch(
+        space=space.to_optuna, metric=plan.metric, mode=plan.mode, points_to_evaluate=space.points_to_evaluate(),
+        sampler=optuna_study.make_sampler(tpe), study_name=plan.name if storage is not None else None,
+        storage=storage, max_epochs=plan.max_epochs)
+
+
 def build_tuner(plan: SearchPlan) -> tune.Tuner:
     space = plan.space()
-    searcher = OptunaSearch(space=space.to_optuna, metric=plan.metric, mode=plan.mode,
-                            points_to_evaluate=space.points_to_evaluate(), seed=plan.seed)
+    searcher = make_searcher(plan, space)
     scheduler = ASHAScheduler(time_attr=TIME_ATTR, max_t=plan.max_epochs, grace_period=plan.grace_period,
                               reduction_factor=plan.reduction_factor)
     return tune.Tuner(
@@ -96,7 +104,7 @@ def build_tuner(plan: SearchPlan) -> tune.Tuner:
             name=plan.name, storage_path=plan.storage_path, verbose=1, progress_reporter=reporter(plan, space),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
             failure_config=tune.FailureConfig(max_failures=1),
-            callbacks=[CloseTrialRuns(plan.tracking_uri, plan.experiment_id, plan.max_epochs)]
+            callbacks=[CloseTrialRuns(plan.tracking_uri, plan.experiment_id, plan.max_epochs, plan.parent_run_id)]
             + ([ReleaseTrainGroups()] if plan.workers_per_trial > 1 else [])))
 
 
@@ -153,11 +161,23 @@ def finish(plan: SearchPlan, states: dict[str, str]) -> int:
               f"{plan.storage_path} --name {plan.name} --resume", flush=True)
         return 130
     mlflow_log.finalize_runs(plan.tracking_uri, plan.experiment_id, plan.parent_run_id, states)
+    if plan.optuna_storage:
+        optuna_study.fail_running(plan.optuna_storage, plan.name)
     from tuning.report import make_report
     report = make_report(plan.experiment_path)
+    published = None
+    try:
+        from tuning.publish import publish_search_best
+        published = publish_search_best(plan, report.best)
+    except Exception as err:  # the search's results stand without the published model
+        print(f"warning: could not log or register the best model in MLflow: {err}", file=sys.stderr)
     errors = sum(s == "ERROR" for s in states.values())
     mlflow_log.terminate(plan.tracking_uri, plan.parent_run_id, "FAILED" if errors == len(states) else "FINISHED")
     print(report.summary(), flush=True)
+    if published is not None:
+        print(f"best model (epoch {published['epoch']}): {published['registered_uri']} (version "
+              f"{published['version']}); its test accuracy: python tuning/evaluate.py {published['registered_uri']} "
+              f"--tracking-uri {plan.tracking_uri}", flush=True)
     if errors:
         print(f"{errors} of {len(states)} trials failed; see their error.txt under {plan.experiment_path}", flush=True)
     return 1 if errors == len(states) else 0

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -64,6 +65,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--storage-path", default="hpo_results", help="folder of the searches and the MLflow store")
     s.add_argument("--resume", action="store_true", help="continue the named (or latest) search of method/dataset")
     s.add_argument("--tracking-uri", help="MLflow tracking server (default: sqlite under --storage-path)")
+    s.add_argument("--optuna-storage", metavar="URL",
+                   help="SQLAlchemy URL of the Optuna study's database, e.g. postgresql://user:pw@host/db "
+                        "(default: sqlite under --storage-path); the study is named like the search")
+    s.add_argument("--warm-start", metavar="NAME",
+                   help="seed TPE with the evaluated trials of the earlier search NAME (same Optuna storage)")
     r = p.add_argument_group("resources")
     r.add_argument("--gpus-per-trial", type=float,
                    help="GPUs per trial (per worker with --workers-per-trial > 1), fractions allowed for "
@@ -111,7 +117,14 @@ def prepare(args: argparse.Namespace) -> tuple[P.SearchPlan, bool]:
 
 def start_tracking(plan: P.SearchPlan) -> None:
     """Create the search's MLflow experiment and parent run; save the plan."""
-    from tuning.trainable import all_params
+    from tuning import optuna_study
+    from tuning.trainable import all_params, split_profile
+    study = optuna_study.create_study(plan.optuna_storage, plan.name, plan.mode, plan.study_attrs)
+    if plan.warm_start:
+        copied, skipped = optuna_study.warm_start(study, plan.optuna_storage, plan.warm_start,
+                                                  plan.space().distributions(), plan.max_epochs)
+        print(f"warm start: {copied} evaluated trials of {plan.warm_start} seed the study"
+              + (f" ({skipped} outside this space skipped)" if skipped else ""), flush=True)
     artifacts = None
     if plan.tracking_uri.startswith("sqlite:"):
         artifacts = (Path(plan.storage_path) / "mlartifacts" / plan.name).as_uri()
@@ -119,20 +132,37 @@ def start_tracking(plan: P.SearchPlan) -> None:
     space = plan.space()
     settings = {f"search.{k}": getattr(plan, k) for k in (
         "num_samples", "max_epochs", "grace_period", "reduction_factor", "seed", "cpus_per_trial",
-        "gpus_per_trial", "workers_per_trial", "max_concurrent", "space_path", "preset", "metric", "mode")}
+        "gpus_per_trial", "workers_per_trial", "max_concurrent", "space_path", "preset", "metric", "mode",
+        "optuna_storage", "warm_start")}
+    settings |= {f"search.tpe.{k}": v for k, v in plan.tpe.items()}
     fixed = {k: v for k, v in all_params(plan.base_config).items() if k not in space.params}
     tags = {"dataset": plan.dataset, "method": plan.method, "git_commit": plan.git_commit,
-            "data_checksum": plan.data_checksum, "searched": ",".join(space.params)}
+            "data_checksum": plan.data_checksum, "searched": ",".join(space.params),
+            **mlflow_log.standard_tags(plan.git_commit), "mlflow.note.content": note(plan)}
     plan.parent_run_id = mlflow_log.start_parent(plan.tracking_uri, plan.experiment_id, plan.name, tags,
                                                  {**settings, **fixed})
+    cfg = plan.base_config
+    mlflow_log.log_dataset(plan.tracking_uri, plan.parent_run_id, plan.dataset, plan.data_checksum, cfg.data_root,
+                           split_profile(cfg))
     plan.save()
     P.copy_space(plan)
+
+
+def note(plan: P.SearchPlan) -> str:
+    """The parent run's description (markdown): the command line and the search space."""
+    space = plan.experiment_path / P.SPACE_COPY
+    text = (space if space.exists() else Path(plan.space_path)).read_text()
+    return (f"Search `{plan.name}`: {plan.method} on {plan.dataset}, {plan.num_samples} trials of up to "
+            f"{plan.max_epochs} epochs (ASHA grace {plan.grace_period}).\n\n```\n{plan.command}\n```\n\n"
+            f"Space `{plan.space_path}`:\n\n```yaml\n{text.rstrip()}\n```\n")
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         plan, resumed = prepare(args)
+        if not resumed:
+            plan.command = "python tuning/search.py " + shlex.join(sys.argv[1:] if argv is None else argv)
     except (ValueError, DataError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

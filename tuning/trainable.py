@@ -24,6 +24,7 @@ from spmi.methods import get_method
 from spmi.options import build
 from spmi.trainer import Trainer
 from tuning import mlflow_log
+from tuning.best import BestEpoch
 from tuning.settings import TIME_ATTR
 
 CHECKPOINT_FILE, META_FILE = "checkpoint.pt", "trial.json"
@@ -52,10 +53,13 @@ def train_trial(config: dict[str, Any], base: dict[str, Any], meta: dict[str, An
     cfg = trial_config(config, base)
     data = load_dataset(cfg.dataset, cfg.data_root, verify=False)  # the driver verified the files
     trainer = Trainer(cfg, data)
-    run_id = _restore(trainer)
+    run_id, best = _restore(trainer)
     run = open_trial_run(trainer, config, meta, ctx.get_trial_id(), ctx.get_trial_name(), run_id)
-    trainer.callbacks.append(_Reporter(run))
+    trainer.callbacks.append(_Reporter(run, best))
+    monitor = mlflow_log.start_system_metrics(meta["tracking_uri"], run.run_id, resume=not run.new)
     trainer.fit()
+    if monitor is not None:
+        monitor.finish()
     # reached only when Tune asks past the last epoch; CloseTrialRuns closes the run otherwise
     mlflow_log.terminate(meta["tracking_uri"], run.run_id, "FINISHED")
 
@@ -80,29 +84,39 @@ def open_trial_run(trainer: Trainer, config: dict[str, Any], meta: dict[str, Any
     cfg, uri = trainer.cfg, meta["tracking_uri"]
     tags = {"role": "trial", "dataset": cfg.dataset, "method": cfg.method, "trial_name": trial_name,
             "search": meta["search"], "git_commit": meta["git_commit"], "data_checksum": trainer.data.checksum,
-            "searched": ",".join(config), mlflow_log.PARENT_TAG: meta["parent_run_id"]}
+            "searched": ",".join(config), mlflow_log.PARENT_TAG: meta["parent_run_id"],
+            **mlflow_log.standard_tags(meta["git_commit"])}
     run = mlflow_log.TrialRun.open(uri, meta["experiment_id"], trial_id, trial_name, tags, run_id=run_id)
     if run.new:
         mlflow_log.log_params(uri, run.run_id, all_params(cfg))
+        mlflow_log.log_dataset(uri, run.run_id, cfg.dataset, trainer.data.checksum, cfg.data_root, split_profile(cfg))
     if trainer.epoch > 0:
         run.log_metric("resumed_from_epoch", trainer.epoch, step=trainer.epoch)
         mlflow_log.set_tags(uri, run.run_id, {"resumed_from_epoch": trainer.epoch})
     return run
 
 
-def _restore(trainer: Trainer) -> str | None:
-    """Load the trial's Tune checkpoint, if any; returns the MLflow run id saved with it."""
+def split_profile(cfg: TrainConfig) -> dict[str, Any]:
+    """What of the dataset a run trains on (the dataset input's profile)."""
+    return {"labelled": cfg.labelled, "partial_rate": cfg.partial_rate, "val_size": cfg.val_size,
+            "unlabelled_size": cfg.unlabelled_size, "include_labelled": cfg.include_labelled, "seed": cfg.seed}
+
+
+def _restore(trainer: Trainer) -> tuple[str | None, BestEpoch]:
+    """Load the trial's Tune checkpoint, if any; the MLflow run id and best epoch saved with it."""
     return load_checkpoint(trainer, tune.get_checkpoint())
 
 
-def load_checkpoint(trainer: Trainer, checkpoint: Any) -> str | None:
-    """Load a (Tune or Train) checkpoint into ``trainer``; the MLflow run id saved with it."""
+def load_checkpoint(trainer: Trainer, checkpoint: Any) -> tuple[str | None, BestEpoch]:
+    """Load a (Tune or Train) checkpoint into ``trainer``; the MLflow run id and the best
+    epoch saved with it."""
     if checkpoint is None:
-        return None
+        return None, BestEpoch()
     with checkpoint.as_directory() as folder:
         trainer.load(Path(folder) / CHECKPOINT_FILE)
         meta_path = Path(folder) / META_FILE
-        return json.loads(meta_path.read_text()).get("mlflow_run_id") if meta_path.exists() else None
+        run_id = json.loads(meta_path.read_text()).get("mlflow_run_id") if meta_path.exists() else None
+        return run_id, BestEpoch.load(folder)
 
 
 def write_meta(folder: str | Path, run_id: str | None, done: int) -> None:
@@ -124,17 +138,21 @@ def scalar_record(record: dict[str, Any]) -> dict[str, float | int]:
 
 
 class _Reporter:
-    """Trainer callback: MLflow metrics, checkpoint and ``tune.report`` after each epoch."""
+    """Trainer callback: MLflow metrics, checkpoint (with the best epoch's weights) and
+    ``tune.report`` after each epoch."""
 
-    def __init__(self, run: mlflow_log.TrialRun):
-        self.run = run
+    def __init__(self, run: mlflow_log.TrialRun, best: BestEpoch):
+        self.run, self.best = run, best
 
     def __call__(self, metrics: dict[str, Any], trainer: Trainer) -> None:
         record = epoch_record(metrics)
+        self.best.update(record, trainer)
+        record |= self.best.metrics()
         done = record[TIME_ATTR]
         self.run.log_epoch(record, step=done)
         scalars = scalar_record(record)
         with tempfile.TemporaryDirectory() as folder:
             trainer.save(Path(folder) / CHECKPOINT_FILE)
+            self.best.save(folder)
             write_meta(folder, self.run.run_id, done)
             tune.report(scalars, checkpoint=Checkpoint.from_directory(folder))

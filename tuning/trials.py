@@ -24,11 +24,12 @@ class Trials:
         return self.table[self.table["val_acc"].notna()]
 
     def best(self) -> pd.Series | None:
-        """The trial with the highest final val/acc (ties: more epochs)."""
+        """The trial with the highest val/acc at its best epoch, the network it keeps (ties:
+        more epochs)."""
         done = self.completed()
         if done.empty:
             return None
-        return done.sort_values(["val_acc", "epochs"], ascending=False).iloc[0]
+        return done.sort_values(["best_val_acc", "epochs"], ascending=False).iloc[0]
 
 
 def _history(trial_dir: Path, trial_id: str) -> pd.DataFrame:
@@ -48,6 +49,20 @@ def _history(trial_dir: Path, trial_id: str) -> pd.DataFrame:
     return frame.drop_duplicates(TIME_ATTR, keep="last").sort_values(TIME_ATTR)
 
 
+def best_epoch(hist: pd.DataFrame) -> dict[str, float | int | None]:
+    """The first epoch of highest val/acc: its val/acc, test/acc and number (as the trial's
+    ``tuning.best.BestEpoch`` keeps it)."""
+    if METRIC not in hist or hist[METRIC].isna().all():
+        return {"best_val_acc": None, "best_test_acc": None, "best_epoch": None}
+    row = hist.loc[hist[METRIC].idxmax()]
+    return {"best_val_acc": float(row[METRIC]), "best_test_acc": _float(row.get(TEST_METRIC)),
+            "best_epoch": int(row[TIME_ATTR])}
+
+
+def _float(v: object) -> float | None:
+    return None if v is None or pd.isna(v) else float(v)
+
+
 def read_trials(experiment_path: str | Path, searched: list[str], max_epochs: int) -> Trials:
     """All trials of the search at ``experiment_path`` (Tune's saved experiment state)."""
     from ray.tune import ExperimentAnalysis
@@ -60,8 +75,7 @@ def read_trials(experiment_path: str | Path, searched: list[str], max_epochs: in
         status = {"ERROR": "error", "TERMINATED": "finished" if epochs >= max_epochs else "stopped"}.get(
             trial.status, trial.status.lower())
         row = {"trial_id": trial.trial_id, "status": status, "epochs": epochs,
-               "val_acc": last.get(METRIC), "test_acc": last.get(TEST_METRIC),
-               "best_val_acc": hist[METRIC].max() if METRIC in hist else None}
+               "val_acc": last.get(METRIC), "test_acc": last.get(TEST_METRIC), **best_epoch(hist)}
         row |= {name: trial.config.get(name) for name in searched}
         row["trial_dir"] = Path(trial.path).name
         rows.append(row)

@@ -1,0 +1,77 @@
+#!/usr/bin/env python
+"""Test accuracy of a published model (a registered or logged MLflow model of a search).
+
+    python tuning/evaluate.py models:/spmi-fmnist@best
+    python tuning/evaluate.py runs:/<run id>/model --tracking-uri sqlite:///$PWD/hpo_results/mlflow.db
+
+The model takes uint8 images; its metadata names the dataset, whose test split is read
+from ``--data-root`` (default: where the search read it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import sys
+from pathlib import Path
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+
+
+def evaluate(model_uri: str, tracking_uri: str, data_root: str | None = None, device: str = "cpu",
+             batch_size: int | None = None, verify: bool | None = None) -> dict:
+    """``{"accuracy", "correct", "total", "recorded", "metadata"}`` of ``model_uri`` on its test split."""
+    import mlflow
+    import torch
+
+    from spmi.data import load_dataset
+    from spmi.evaluate import count_correct
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_registry_uri(tracking_uri)
+    meta = mlflow.models.get_model_info(model_uri).metadata or {}
+    if "dataset" not in meta:
+        raise ValueError(f"{model_uri} is not a model published by tuning/search.py (no dataset in its metadata)")
+    model = mlflow.pytorch.load_model(model_uri, map_location=device).eval()
+    verify = meta.get("verify_data", True) if verify is None else verify
+    data = load_dataset(meta["dataset"], data_root or meta["data_root"], verify=bool(verify))
+    dev = torch.device(device)
+    x, y = data.test_x.to(dev), data.test_y.to(dev)
+    correct = int(count_correct(model, x, y, lambda b: b, int(batch_size or meta.get("eval_batch_size", 1024)),
+                                contextlib.nullcontext))
+    return {"accuracy": correct / len(y), "correct": correct, "total": len(y), "recorded": meta.get("test_acc"),
+            "metadata": meta}
+
+
+def main(argv: list[str] | None = None) -> int:
+    from tuning.mlflow_log import default_uri
+    p = argparse.ArgumentParser(prog="python tuning/evaluate.py", description=__doc__.split("\n\n")[0])
+    p.add_argument("model", help="models:/<method>-<dataset>@best, models:/<name>/<version> or runs:/<run id>/model")
+    p.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI") or default_uri("hpo_results"),
+                   help="the MLflow store holding the model (default: $MLFLOW_TRACKING_URI, else hpo_results' SQLite)")
+    p.add_argument("--data-root", help="folder of the dataset files (default: the search's)")
+    p.add_argument("--no-verify-data", action="store_true", help="skip the MD5 check of the dataset files "
+                   "(default: as the search did)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--batch-size", type=int, help="images per forward pass (default: the search's eval batch)")
+    args = p.parse_args(argv)
+    try:
+        out = evaluate(args.model, args.tracking_uri, args.data_root, args.device, args.batch_size,
+                       False if args.no_verify_data else None)
+    except Exception as err:  # MLflow and data errors: one line
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        print(f"error: {args.model}: {first}", file=sys.stderr)
+        return 2
+    meta = out["metadata"]
+    print(f"{args.model}: test accuracy {out['accuracy']:.4f} ({out['correct']}/{out['total']}) on {meta['dataset']}")
+    if out["recorded"] is not None:
+        print(f"recorded at trial {meta.get('trial_id', '?')}'s best epoch {meta.get('best_epoch')}: "
+              f"test/acc {float(out['recorded']):.4f}, val/acc {float(meta['val_acc']):.4f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
