@@ -6,6 +6,7 @@ DDP trial that Tune stopped."""
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 from ray.tune import Callback
@@ -38,10 +39,20 @@ class CloseTrialRuns(Callback):
         self._close(trial, "FINISHED", tags)
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._close(trial, "FAILED", {mlflow_log.STATUS_TAG: "ERROR"})
+        from tuning.trainable import diverged_record
+        tags: dict[str, Any] = {mlflow_log.STATUS_TAG: "ERROR"}
+        diverged = diverged_record(trial_folder(trial))
+        if diverged is not None:
+            tags[mlflow_log.DIVERGED_TAG] = "true"
+            print(f"[search] trial {trial.trial_id} diverged in epoch {diverged['epoch']} (non-finite loss): "
+                  f"failed, not a result", flush=True)
+        self._close(trial, "FAILED", tags)
 
     def _close(self, trial: Any, status: str, tags: dict[str, Any]) -> None:
         try:
+            spool = trial_folder(trial) / mlflow_log.SPOOL_FILE
+            if spool.is_file():  # epochs the trial could not log during an outage
+                mlflow_log.replay_spool(self.uri, spool)
             run = mlflow_log.find_trial_run(self.uri, self.experiment_id, trial.trial_id)
             if run is None:
                 return
@@ -50,6 +61,13 @@ class CloseTrialRuns(Callback):
             mlflow_log.terminate(self.uri, run.info.run_id, status)
         except Exception as err:  # logging must never stop the search
             log.warning("could not close the MLflow run of trial %s: %s", trial.trial_id, err)
+
+
+def trial_folder(trial: Any) -> Path:
+    """The trial's folder under the storage path, where the trainable writes its spool and
+    divergence marker (``trainable.persistent_trial_dir``)."""
+    path = Path(trial.path)
+    return path if path.is_dir() else Path(trial.local_path or trial.path)
 
 
 class ReleaseTrainGroups(Callback):

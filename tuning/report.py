@@ -129,7 +129,9 @@ def render(r: Report) -> str:
                                                 "importance": list(r.importance.values())})))
     else:
         out.append(f"Not computed: {r.importance_note}.")
-    out += ["", "## All trials", "", "Status `stopped`: stopped early by ASHA; its accuracy is partial.", ""]
+    out += ["", "## All trials", "", "Status `stopped`: stopped early by ASHA; its accuracy is partial. "
+            "`diverged`: its training loss became NaN/inf, the trial failed and its accuracies are no result. "
+            "`error`: the trial failed.", ""]
     if not r.trials.table.empty:
         out.append(markdown_table(r.trials.table.drop(columns=["trial_dir"])))
     out += ["", "## Figures", ""]
@@ -145,7 +147,8 @@ def render(r: Report) -> str:
 def log_to_parent(r: Report) -> None:
     """Report files as artifacts of the parent run; the best result as its tags and metrics."""
     p = r.plan
-    try:
+
+    def log() -> None:
         c = mlflow_log.client(p.tracking_uri)
         mlflow_log.retry(lambda: c.log_artifacts(p.parent_run_id, str(r.folder), REPORT_DIR))
         if r.best is not None:
@@ -155,6 +158,8 @@ def log_to_parent(r: Report) -> None:
             mlflow_log.log_metrics(p.tracking_uri, p.parent_run_id,
                                    {"best/val_acc": b["val_acc"], "best/test_acc": b["test_acc"],
                                     **{f"importance/{k}": v for k, v in r.importance.items()}}, step=0)
+    try:
+        mlflow_log.outage_retry(log, "logging the report")
     except Exception as err:
         print(f"warning: could not log the report to MLflow ({p.tracking_uri}): {err}", file=sys.stderr)
 
