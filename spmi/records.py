@@ -49,10 +49,9 @@ class JsonlWriter:
     def __init__(self, path: str | Path, start_epoch: int = 0):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        rows = read_jsonl(self.path)
-        kept = [row for row in rows if row["epoch"] < start_epoch]
-        if len(kept) != len(rows) or not self.path.exists():
-            replace_text(self.path, "".join(record_line(r) for r in kept))
+        text = "".join(record_line(r) for r in read_jsonl(self.path) if r["epoch"] < start_epoch)
+        if not self.path.exists() or self.path.read_text() != text:
+            replace_text(self.path, text)
 
     def __call__(self, metrics: dict[str, Any], trainer: Any = None) -> None:
         with self.path.open("a") as f:
@@ -61,10 +60,19 @@ class JsonlWriter:
 
 
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
+    """The records of ``path``; a last line cut short (a kill during the write) is dropped."""
     path = Path(path)
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    rows = []
+    for i, line in enumerate(lines):
+        try:
+            rows.append(json.loads(line))
+        except ValueError:
+            if i < len(lines) - 1:
+                raise
+    return rows
 
 
 def summary_line(m: dict[str, Any], epochs: int) -> str:

@@ -164,3 +164,16 @@ def test_missing_data_never_installs_packages(tmp_path, monkeypatch):
         load_dataset("fmnist")
     assert calls == []
     assert "make data" in str(info.value) and "python -m spmi.data.fetch fmnist" in str(info.value)
+
+
+def test_a_record_cut_short_by_a_kill_is_dropped_on_resume(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"epoch": 0}\n{"epoch": 1}\n{"epo')
+    JsonlWriter(path, start_epoch=2)
+    assert [r["epoch"] for r in read_jsonl(path)] == [0, 1]
+    assert path.read_text() == '{"epoch": 0}\n{"epoch": 1}\n'
+
+
+def test_a_read_only_run_folder_is_one_line(root, readonly_dir, capsys):
+    assert "cannot write" in one_line_error(tiny(root, "--out", str(readonly_dir / "run")), capsys)
+    assert "cannot write" in one_line_error(tiny(root, "--out", str(readonly_dir)), capsys)

@@ -15,7 +15,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from test_search import SEARCH, common, epochs_logged, kill_session, run_cli, write_tiny
+from test_search import SEARCH, common, epochs_logged, kill_session, run_cli, runs_of, write_tiny
 
 DIVERGING_SPACE = """\
 method: spmi
@@ -49,9 +49,7 @@ def test_a_diverging_trial_fails_and_is_never_best(tiny: dict[str, Path], tmp_pa
     assert done.returncode == 0, done.stdout[-3000:]
     assert "1 of 2 trials diverged" in done.stdout
 
-    import mlflow
-    client = mlflow.tracking.MlflowClient(f"sqlite:///{storage}/mlflow.db")
-    runs = mlflow.search_runs(experiment_names=["div"])
+    runs, client = runs_of(f"sqlite:///{storage}/mlflow.db", "div")
     trials = runs[runs["tags.role"] == "trial"]
     bad = trials[trials["params.lr"] == "1e+30"]
     good = trials[trials["params.lr"] == "0.05"]

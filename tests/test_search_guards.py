@@ -213,3 +213,10 @@ def test_end_of_search_steps_retry_through_an_outage(monkeypatch) -> None:
             raise ConnectionError("down")
         return "done"
     assert mlflow_log.outage_retry(flaky, "closing the runs", budget_s=600) == "done" and len(calls) == 4
+
+
+def test_a_read_only_storage_folder_is_one_line_at_once(tiny, readonly_dir, tmp_path, capsys, no_ray) -> None:
+    argv = common(tiny, readonly_dir) + ["--max-epochs", "3", "--tracking-uri", mlflow_log.default_uri(tmp_path)]
+    err = one_line(argv, capsys)
+    assert "cannot be written" in err and str(readonly_dir) in err
+    assert no_ray == []
