@@ -41,7 +41,8 @@ class CloseTrialRuns(Callback):
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         from tuning.trainable import diverged_record
         tags: dict[str, Any] = {mlflow_log.STATUS_TAG: "ERROR"}
-        diverged = diverged_record(trial_folder(trial))
+        folder = trial_folder(trial)
+        diverged = diverged_record(folder) if folder is not None else None
         if diverged is not None:
             tags[mlflow_log.DIVERGED_TAG] = "true"
             print(f"[search] trial {trial.trial_id} diverged in epoch {diverged['epoch']} (non-finite loss): "
@@ -50,9 +51,9 @@ class CloseTrialRuns(Callback):
 
     def _close(self, trial: Any, status: str, tags: dict[str, Any]) -> None:
         try:
-            spool = trial_folder(trial) / mlflow_log.SPOOL_FILE
-            if spool.is_file():  # epochs the trial could not log during an outage
-                mlflow_log.replay_spool(self.uri, spool)
+            folder = trial_folder(trial)
+            if folder is not None and (folder / mlflow_log.SPOOL_FILE).is_file():
+                mlflow_log.replay_spool(self.uri, folder / mlflow_log.SPOOL_FILE)  # epochs kept during an outage
             run = mlflow_log.find_trial_run(self.uri, self.experiment_id, trial.trial_id)
             if run is None:
                 return
@@ -63,11 +64,14 @@ class CloseTrialRuns(Callback):
             log.warning("could not close the MLflow run of trial %s: %s", trial.trial_id, err)
 
 
-def trial_folder(trial: Any) -> Path:
+def trial_folder(trial: Any) -> Path | None:
     """The trial's folder under the storage path, where the trainable writes its spool and
-    divergence marker (``trainable.persistent_trial_dir``)."""
-    path = Path(trial.path)
-    return path if path.is_dir() else Path(trial.local_path or trial.path)
+    divergence marker (``trainable.persistent_trial_dir``); None when unknown."""
+    for name in ("path", "local_path"):
+        value = getattr(trial, name, None)
+        if value and Path(value).is_dir():
+            return Path(value)
+    return None
 
 
 class ReleaseTrainGroups(Callback):
