@@ -134,9 +134,10 @@ def check_out(out: str | None, resume: bool, overwrite: bool) -> None:
 
 
 def prepare_out(out: str, overwrite: bool) -> None:
-    """Move an old run aside (``--overwrite``), then make sure the folder can be written."""
+    """Move an old run aside (``--overwrite``; under torchrun rank 0 alone), then make sure
+    the folder can be written."""
     folder = Path(out)
-    if overwrite and folder.is_dir() and holds_run(folder):
+    if overwrite and int(os.environ.get("RANK", "0")) == 0 and folder.is_dir() and holds_run(folder):
         aside = Path(f"{folder}.{time.strftime('%Y%m%d-%H%M%S')}")
         n = 1
         while aside.exists():

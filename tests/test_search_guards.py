@@ -214,6 +214,13 @@ def test_end_of_search_steps_retry_through_an_outage(monkeypatch) -> None:
         return "done"
     assert mlflow_log.outage_retry(flaky, "closing the runs", budget_s=600) == "done" and len(calls) == 4
 
+    def mistake():
+        calls.append(1)
+        raise KeyError("no such column")
+    with pytest.raises(KeyError):  # not an outage: no retry
+        mlflow_log.outage_retry(mistake, "closing the runs", budget_s=600)
+    assert len(calls) == 5
+
 
 def test_a_read_only_storage_folder_is_one_line_at_once(tiny, readonly_dir, tmp_path, capsys, no_ray) -> None:
     argv = common(tiny, readonly_dir) + ["--max-epochs", "3", "--tracking-uri", mlflow_log.default_uri(tmp_path)]

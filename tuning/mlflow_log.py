@@ -118,7 +118,7 @@ def outage_retry(fn: Callable[[], T], what: str, budget_s: float = 900.0) -> T:
         try:
             return fn()
         except Exception as err:
-            if time.monotonic() + wait > deadline:
+            if not transient(err) or time.monotonic() + wait > deadline:
                 raise
             first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
             print(f"[search] MLflow unavailable while {what} ({first}); retrying in {wait:.0f} s", flush=True)
@@ -201,6 +201,17 @@ def completed_result(uri: str, experiment_id: str, trial_id: str) -> dict[str, f
     """The latest metrics of a trial whose run a driver already closed as complete, else None."""
     run = find_trial_run(uri, experiment_id, trial_id)
     return dict(run.data.metrics) if run is not None and is_complete(run) else None
+
+
+TRANSIENT_WORDS = ("connection", "refused", "max retries", "timed out", "timeout", "temporarily", "unavailable",
+                   "502", "503", "504", "locked", "reset by peer")
+
+
+def transient(err: BaseException) -> bool:
+    """Whether ``err`` looks like the tracking store being unreachable (worth retrying)
+    rather than a mistake that a retry would only repeat."""
+    text = f"{type(err).__name__} {err} {err.__cause__ or ''} {err.__context__ or ''}".lower()
+    return isinstance(err, ConnectionError | TimeoutError) or any(w in text for w in TRANSIENT_WORDS)
 
 
 def _read_spool(path: Path) -> list[dict[str, Any]]:
