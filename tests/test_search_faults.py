@@ -98,10 +98,13 @@ def start_server(folder: Path, port: int) -> subprocess.Popen:
         with contextlib.suppress(OSError), urllib.request.urlopen(f"http://127.0.0.1:{port}/health",
                                                                   timeout=2) as reply:
             if reply.status == 200:
-                return server
+                break
         assert server.poll() is None, log_path.read_text()[-2000:]
         assert time.monotonic() < deadline, "the MLflow server did not answer /health"
         time.sleep(0.5)
+    import mlflow
+    mlflow.tracking.MlflowClient(f"http://127.0.0.1:{port}").search_experiments(max_results=1)  # its API answers
+    return server
 
 
 def stop_server(server: subprocess.Popen) -> None:

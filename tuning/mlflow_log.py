@@ -48,9 +48,11 @@ def _fast_requests(timeout: float) -> Iterator[None]:
                 os.environ[name] = value
 
 
-def check_store(uri: str, timeout: float = 5.0) -> None:
-    """Fail fast (ValueError, one line) when the tracking store cannot be used."""
-    with _fast_requests(timeout):
+def check_store(uri: str, timeout: float = 5.0, api_timeout: float = 30.0) -> None:
+    """Fail fast (ValueError, one line) when the tracking store cannot be used: ``timeout``
+    for a server's /health, ``api_timeout`` for its first API answer (a busy server's first
+    query can take longer), no retries (an unreachable server is refused at once)."""
+    with _fast_requests(api_timeout):
         _check_store(uri, timeout)
 
 
