@@ -301,9 +301,8 @@ class Trainer:
         try:
             state = ckpt.load(path)
         except (RuntimeError, EOFError, OSError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError) as err:
-            first = (str(err).strip().splitlines() or [type(err).__name__])[0]
-            raise ValueError(f"the checkpoint {path} is unreadable (truncated or not a checkpoint: {first}); "
-                             f"restore it, or start the run again elsewhere") from None
+            raise ValueError(f"the checkpoint {path} is unreadable (truncated or not a checkpoint: "
+                             f"{type(err).__name__}); restore it, or start the run again elsewhere") from None
         if not isinstance(state, dict) or not {"config", "epoch", "model"} <= state.keys():
             raise ValueError(f"the checkpoint {path} is not a checkpoint of this trainer")
         self.load_state_dict(state, allow_schedule_change)
@@ -325,6 +324,7 @@ def check_compatible(current: dict[str, Any], saved: dict[str, Any], allow_sched
     """A checkpoint resumes only a run with the same result-determining settings. The
     number of epochs sets the cosine schedule's length: changing it changes the run, so it
     is refused unless ``allow_schedule_change`` (or the schedule is flat)."""
+    current, saved = _flat_options(current), _flat_options(saved)
     flat = current.get("lr_min_ratio") == 1.0 and saved.get("lr_min_ratio") == 1.0
     may_change = RESUMABLE_CHANGES | ({"epochs"} if allow_schedule_change or flat else set())
     differ = sorted(k for k in current.keys() | saved.keys()
@@ -334,6 +334,12 @@ def check_compatible(current: dict[str, Any], saved: dict[str, Any], allow_sched
         hint = ("; --allow-schedule-change accepts another --epochs (the cosine schedule is re-shaped from "
                 "the resumed epoch on)") if differ == ["epochs"] else ""
         raise ValueError(f"cannot resume: the checkpoint was made with other settings ({detail}){hint}")
+
+
+def _flat_options(config: dict[str, Any]) -> dict[str, Any]:
+    """A config with its method options beside the other fields (a difference names the option)."""
+    options = config.get("options") or {}
+    return {**{k: v for k, v in config.items() if k != "options"}, **options}
 
 
 def _check_finite(value: float, epoch: int, step: int | None) -> None:
