@@ -1,13 +1,15 @@
 """Validation of plain-dataclass configs through field metadata.
 
 A field may carry ``metadata={"choices": (...)}``, ``{"min": x}``, ``{"max": x}``,
-``{"min_exclusive": x}``, ``{"help": "..."}``. ``validate`` checks them and raises a
-one-line ``ValueError`` that names the field and the allowed values.
+``{"min_exclusive": x}``, ``{"help": "..."}``. ``validate`` checks them (and that every float
+is finite: NaN and inf pass no comparison) and raises a one-line ``ValueError`` that names
+the field and the allowed values.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any
 
 
@@ -24,6 +26,8 @@ def validate(obj: Any, prefix: str = "") -> None:
             continue
         name = prefix + f.name
         meta = f.metadata
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"{name}={value!r} is not a finite number")
         if "choices" in meta and value not in meta["choices"]:
             raise ValueError(f"{name}={value!r} is not valid; choose one of: {', '.join(map(str, meta['choices']))}")
         if "min" in meta and value < meta["min"]:

@@ -4,36 +4,75 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
 
 def _clean(value: Any) -> Any:
+    """Non-finite floats (also inside lists and dicts) become null: records are strict JSON."""
     if isinstance(value, float) and not math.isfinite(value):
         return None
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
     return value
 
 
+def record_line(metrics: dict[str, Any]) -> str:
+    """One strict-JSON line (no bare NaN/Infinity)."""
+    return json.dumps(_clean(metrics), allow_nan=False) + "\n"
+
+
+def replace_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` atomically (a temporary file renamed into place)."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 class JsonlWriter:
-    """A callback appending each epoch's metrics to ``path``. On resume, records of the
-    epochs about to be re-run are dropped first, so the file holds each epoch once."""
+    """A callback appending each epoch's metrics to ``path``. On resume (``start_epoch``:
+    the checkpoint's epoch) the records of the epochs about to be re-run are dropped first,
+    atomically, so the file holds each epoch once; earlier records are never rewritten.
+    (Guarding a folder that holds another run is the caller's job: ``spmi.train``.)"""
 
     def __init__(self, path: str | Path, start_epoch: int = 0):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        kept = [line for line in read_jsonl(self.path) if line["epoch"] < start_epoch] if start_epoch else []
-        self.path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+        text = "".join(record_line(r) for r in read_jsonl(self.path) if r["epoch"] < start_epoch)
+        if not self.path.exists() or self.path.read_text() != text:
+            replace_text(self.path, text)
 
     def __call__(self, metrics: dict[str, Any], trainer: Any = None) -> None:
         with self.path.open("a") as f:
-            f.write(json.dumps({k: _clean(v) for k, v in metrics.items()}) + "\n")
+            f.write(record_line(metrics))
+            f.flush()
 
 
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
+    """The records of ``path``; a last line cut short (a kill during the write) is dropped."""
     path = Path(path)
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    rows = []
+    for i, line in enumerate(lines):
+        try:
+            rows.append(json.loads(line))
+        except ValueError:
+            if i < len(lines) - 1:
+                raise
+    return rows
 
 
 def summary_line(m: dict[str, Any], epochs: int) -> str:

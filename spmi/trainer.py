@@ -14,8 +14,11 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
+import pickle
 import time
 import warnings
+import zipfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -40,9 +43,21 @@ from spmi.sampling import CyclicSampler
 
 Callback = Callable[[dict[str, Any], "Trainer"], None]
 CHECKPOINT_NAME = "checkpoint.pt"
-# config fields that may differ between a run and its resumption
+# config fields that may differ between a run and its resumption (they do not change results)
 RESUMABLE_CHANGES = frozenset({"out", "progress", "device", "checkpoint_every", "data_root", "download", "verify_data",
-                               "eval_batch_size", "eval_every", "epochs"})
+                               "eval_batch_size", "eval_every"})
+# single process: steps between checks of the running loss (a device sync each)
+DIVERGENCE_CHECK_STEPS = 8
+
+
+class Diverged(ArithmeticError):
+    """The training loss became NaN or infinite: the run cannot continue."""
+
+    def __init__(self, epoch: int, step: int | None, value: float):
+        self.epoch, self.step, self.value = epoch, step, value
+        where = f"epoch {epoch + 1}" + (f" (by step {step + 1})" if step is not None else "")
+        super().__init__(f"the training loss is not finite ({value}) in {where}: the run diverged; "
+                         f"lower --lr or check the inputs")
 
 
 def subsample_unlabelled(split: SSPLLSplit, size: int | None, seed: int) -> SSPLLSplit:
@@ -202,10 +217,14 @@ class Trainer:
                 sums[name] = sums.get(name, 0.0) + value.float()
             if bar is not None:
                 bar.update(1)
+            if self.comm.world_size == 1 and (step + 1) % DIVERGENCE_CHECK_STEPS == 0:
+                _check_finite(float(sums["total"]), epoch, step)
         if bar is not None:
             bar.close()
         losses = {f"loss/{k}": float(self.comm.all_reduce_sum(v / steps)) / self.comm.world_size
                   for k, v in sums.items()}
+        # reduced over the ranks: every rank takes the same decision
+        _check_finite(losses["loss/total"], epoch, None)
         self._sync_buffers()
         self._sync()
         t2 = time.perf_counter()
@@ -220,14 +239,17 @@ class Trainer:
                 "seconds": t3 - t0}
 
     def fit(self) -> dict[str, Any]:
-        """Train until ``cfg.epochs``; returns the last epoch's metrics."""
+        """Train until ``cfg.epochs``; returns the last epoch's metrics. The callbacks (the
+        records) see an epoch before its checkpoint is written, so a run killed in between
+        resumes from the previous checkpoint and its records are cut back to it. A
+        non-finite loss raises ``Diverged``; that epoch is neither recorded nor saved."""
         metrics: dict[str, Any] = {}
         while self.epoch < self.cfg.epochs:
             metrics = self.train_epoch()
-            if self.cfg.out and (self.epoch % self.cfg.checkpoint_every == 0 or self.epoch == self.cfg.epochs):
-                self.save(Path(self.cfg.out) / CHECKPOINT_NAME)
             for callback in self.callbacks:
                 callback(metrics, self)
+            if self.cfg.out and (self.epoch % self.cfg.checkpoint_every == 0 or self.epoch == self.cfg.epochs):
+                self.save(Path(self.cfg.out) / CHECKPOINT_NAME)
         return metrics
 
     # -- checkpoints ---------------------------------------------------------------
@@ -246,8 +268,9 @@ class Trainer:
             "rng": rng, "last_eval": dict(self.last_eval),
         }
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        check_compatible(self.cfg.to_dict(), state["config"])
+    def load_state_dict(self, state: dict[str, Any], allow_schedule_change: bool = False) -> None:
+        check_compatible(self._comparable(self.cfg.to_dict()), self._comparable(state["config"]),
+                         allow_schedule_change)
         if state["data_checksum"] != self.data.checksum:
             raise ValueError("the checkpoint was trained on other data (checksum differs); use its dataset files")
         for name, saved in state["split"].items():
@@ -284,17 +307,56 @@ class Trainer:
         self.comm.barrier()
         return Path(path)
 
-    def load(self, path: str | Path) -> None:
-        self.load_state_dict(ckpt.load(path))
+    def load(self, path: str | Path, allow_schedule_change: bool = False) -> None:
+        """Resume from the checkpoint at ``path`` (ValueError when unreadable or made with
+        other settings; a changed ``epochs`` only with ``allow_schedule_change``)."""
+        try:
+            state = ckpt.load(path)
+        except (RuntimeError, EOFError, OSError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError) as err:
+            raise ValueError(f"the checkpoint {path} is unreadable (truncated or not a checkpoint: "
+                             f"{type(err).__name__}); restore it, or start the run again elsewhere") from None
+        if not isinstance(state, dict) or not {"config", "epoch", "model"} <= state.keys():
+            raise ValueError(f"the checkpoint {path} is not a checkpoint of this trainer")
+        self.load_state_dict(state, allow_schedule_change)
+
+    def _comparable(self, config: dict[str, Any]) -> dict[str, Any]:
+        """A config with its method options' defaults filled in, so that a flag which only
+        restates a default is no change."""
+        config = dict(config)
+        try:
+            opts = build(get_method(config.get("method", self.cfg.method)).Options, config.get("options", {}),
+                         config.get("method", self.cfg.method))
+            config["options"] = dataclasses.asdict(opts)
+        except ValueError:
+            pass  # an option of another version or method: compared as written
+        return config
 
 
-def check_compatible(current: dict[str, Any], saved: dict[str, Any]) -> None:
-    """A checkpoint resumes only a run with the same result-determining settings."""
+def check_compatible(current: dict[str, Any], saved: dict[str, Any], allow_schedule_change: bool = False) -> None:
+    """A checkpoint resumes only a run with the same result-determining settings. The
+    number of epochs sets the cosine schedule's length: changing it changes the run, so it
+    is refused unless ``allow_schedule_change`` (or the schedule is flat)."""
+    current, saved = _flat_options(current), _flat_options(saved)
+    flat = current.get("lr_min_ratio") == 1.0 and saved.get("lr_min_ratio") == 1.0
+    may_change = RESUMABLE_CHANGES | ({"epochs"} if allow_schedule_change or flat else set())
     differ = sorted(k for k in current.keys() | saved.keys()
-                    if k not in RESUMABLE_CHANGES and current.get(k) != saved.get(k))
+                    if k not in may_change and current.get(k) != saved.get(k))
     if differ:
         detail = ", ".join(f"{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in differ)
-        raise ValueError(f"cannot resume: the checkpoint was made with other settings ({detail})")
+        hint = ("; --allow-schedule-change accepts another --epochs (the cosine schedule is re-shaped from "
+                "the resumed epoch on)") if differ == ["epochs"] else ""
+        raise ValueError(f"cannot resume: the checkpoint was made with other settings ({detail}){hint}")
+
+
+def _flat_options(config: dict[str, Any]) -> dict[str, Any]:
+    """A config with its method options beside the other fields (a difference names the option)."""
+    options = config.get("options") or {}
+    return {**{k: v for k, v in config.items() if k != "options"}, **options}
+
+
+def _check_finite(value: float, epoch: int, step: int | None) -> None:
+    if not math.isfinite(value):
+        raise Diverged(epoch, step, value)
 
 
 def cpu_has_native_bf16() -> bool:

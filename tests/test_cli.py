@@ -73,8 +73,9 @@ def test_resume_without_checkpoint(tmp_path, root, capsys):
 def test_run_then_resume_continues(tmp_path, root, capsys):
     out = str(tmp_path / "run")
     assert main(tiny(root, "--out", out, "--epochs", "1")) == 0
-    # extending the run: the resumed run starts at epoch 1 and the record file keeps epoch 0 once
-    assert main(tiny(root, "--out", out, "--epochs", "2", "--resume")) == 0
+    # extending the run (another schedule length: said explicitly): the resumed run starts at
+    # epoch 1 and the record file keeps epoch 0 once
+    assert main(tiny(root, "--out", out, "--epochs", "2", "--resume", "--allow-schedule-change")) == 0
     printed = capsys.readouterr().out
     assert "start epoch=1" in printed and "epoch 2/2" in printed
     assert [r["epoch"] for r in read_jsonl(f"{out}/metrics.jsonl")] == [0, 1]

@@ -169,9 +169,10 @@ def test_cifar_real_table_is_torchvisions(tmp_path):
 def test_cifar_missing_says_how_to_fix(tmp_path):
     datagen.write_cifar10(tmp_path, 2, 2)
     (tmp_path / "cifar-10-batches-py" / "data_batch_3").unlink()
-    with pytest.raises(DataError, match=r"CIFAR-10 not found: .* lacks data_batch_3; pass --download"):
+    with pytest.raises(DataError, match=r"CIFAR-10 not found: .* lacks data_batch_3; "
+                                         r"run `python -m spmi.data.fetch cifar10` or pass --download"):
         load_dataset("cifar10", root=tmp_path)
-    with pytest.raises(DataError, match=r"cifar-100-python.* lacks train, test; pass --download"):
+    with pytest.raises(DataError, match=r"cifar-100-python.* lacks train, test; run `python -m spmi.data.fetch"):
         load_dataset("cifar100", root=tmp_path)
 
 
@@ -212,7 +213,7 @@ def test_checksum_identifies_data(tmp_path):
 # ---------------------------------------------------------------- obtaining
 
 
-def test_apt_install_when_root_absent(monkeypatch, tmp_path, capsys):
+def test_fetch_installs_with_apt_when_root_absent(monkeypatch, tmp_path, capsys):
     deb = tmp_path / "deb"
     calls = []
 
@@ -226,7 +227,10 @@ def test_apt_install_when_root_absent(monkeypatch, tmp_path, capsys):
     monkeypatch.setattr(sources.os, "geteuid", lambda: 0)
     monkeypatch.setattr(sources.shutil, "which", lambda _: "/usr/bin/apt-get")
     monkeypatch.setattr(sources.subprocess, "run", fake_run)
-    data = load_dataset("fmnist", verify=False)
+    with pytest.raises(DataError, match="python -m spmi.data.fetch fmnist"):  # a training run never installs
+        load_dataset("fmnist", verify=False)
+    assert calls == []
+    data = load_dataset("fmnist", verify=False, install=True)  # spmi.data.fetch (make data) may
     assert calls == [["apt-get", "install", "-y", "dataset-fashion-mnist"]]
     assert data.train_x.shape == (4, 1, 28, 28)
     assert "apt-get install -y dataset-fashion-mnist" in capsys.readouterr().out

@@ -7,6 +7,7 @@ DDP trial that Tune stopped."""
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 from ray.tune import Callback
@@ -46,10 +47,21 @@ class CloseTrialRuns(Callback):
                 log.warning("could not update the search's best result in MLflow: %s", err)
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self._close(trial, "FAILED", {mlflow_log.STATUS_TAG: "ERROR"})
+        from tuning.trainable import diverged_record
+        tags: dict[str, Any] = {mlflow_log.STATUS_TAG: "ERROR"}
+        folder = trial_folder(trial)
+        diverged = diverged_record(folder) if folder is not None else None
+        if diverged is not None:
+            tags[mlflow_log.DIVERGED_TAG] = "true"
+            print(f"[search] trial {trial.trial_id} diverged in epoch {diverged['epoch']} (non-finite loss): "
+                  f"failed, not a result", flush=True)
+        self._close(trial, "FAILED", tags)
 
     def _close(self, trial: Any, status: str, tags: dict[str, Any]) -> None:
         try:
+            folder = trial_folder(trial)
+            if folder is not None and (folder / mlflow_log.SPOOL_FILE).is_file():
+                mlflow_log.replay_spool(self.uri, folder / mlflow_log.SPOOL_FILE)  # epochs kept during an outage
             run = mlflow_log.find_trial_run(self.uri, self.experiment_id, trial.trial_id)
             if run is None:
                 return
@@ -58,6 +70,16 @@ class CloseTrialRuns(Callback):
             mlflow_log.terminate(self.uri, run.info.run_id, status)
         except Exception as err:  # logging must never stop the search
             log.warning("could not close the MLflow run of trial %s: %s", trial.trial_id, err)
+
+
+def trial_folder(trial: Any) -> Path | None:
+    """The trial's folder under the storage path, where the trainable writes its spool and
+    divergence marker (``trainable.persistent_trial_dir``); None when unknown."""
+    for name in ("path", "local_path"):
+        value = getattr(trial, name, None)
+        if value and Path(value).is_dir():
+            return Path(value)
+    return None
 
 
 class ReleaseTrainGroups(Callback):

@@ -32,15 +32,20 @@ from ray.tune.integration.ray_train import TuneReportCallback
 
 from spmi.data import load_dataset
 from spmi.distributed import DistComm, assert_in_sync
-from spmi.trainer import Trainer
+from spmi.trainer import Diverged, Trainer
 from tuning import mlflow_log
 from tuning.best import BestEpoch
 from tuning.settings import TIME_ATTR
 from tuning.trainable import (
     CHECKPOINT_FILE,
+    TrialDiverged,
+    close_diverged,
+    diverged_record,
     epoch_record,
     load_checkpoint,
+    mark_diverged,
     open_trial_run,
+    persistent_trial_dir,
     report_if_completed,
     scalar_record,
     trial_config,
@@ -78,11 +83,16 @@ def train_trial_ddp(config: dict[str, Any], base: dict[str, Any], meta: dict[str
     logging.getLogger("ray.train").setLevel(logging.WARNING)
     ctx = tune.get_context()
     trial_id = ctx.get_trial_id()
+    trial_dir = persistent_trial_dir(ctx)
+    before = diverged_record(trial_dir)
+    if before is not None:  # Tune retries a failed trial: a diverged one must not train again
+        raise TrialDiverged(before["message"])
     if report_if_completed(meta, trial_id):
         return
     use_gpu = float(meta["gpus"]) > 0
     per_worker = {"CPU": float(meta["cpus"]), **({"GPU": float(meta["gpus"])} if use_gpu else {})}
-    loop = {"config": config, "base": base, "meta": meta, "trial_id": trial_id, "trial_name": ctx.get_trial_name()}
+    loop = {"config": config, "base": base, "meta": meta, "trial_id": trial_id, "trial_name": ctx.get_trial_name(),
+            "trial_dir": str(trial_dir)}
     _TorchTrainer(
         ddp_worker, train_loop_config=loop,
         scaling_config=ScalingConfig(num_workers=int(meta["workers"]), use_gpu=use_gpu,
@@ -120,9 +130,16 @@ def ddp_worker(loop: dict[str, Any]) -> None:
     trainer.callbacks.append(_DDPReporter(run, comm.rank, pg.id.hex() if pg is not None else None, best))
     monitor = None if run is None else mlflow_log.start_system_metrics(meta["tracking_uri"], run.run_id,
                                                                        resume=not run.new)
-    trainer.fit()
-    if monitor is not None:
-        monitor.finish()
+    try:
+        trainer.fit()
+    except Diverged as err:  # the reduced loss: every rank stops at the same epoch
+        if run is not None:
+            mark_diverged(loop["trial_dir"], err)
+            close_diverged(meta["tracking_uri"], run, err)
+        raise TrialDiverged(str(err)) from None
+    finally:
+        if monitor is not None:
+            monitor.finish()
     if run is not None:
         mlflow_log.terminate(meta["tracking_uri"], run.run_id, "FINISHED")
 

@@ -3,12 +3,15 @@ one run per trial that survives restores (its id travels in the trial's checkpoi
 
 from __future__ import annotations
 
+import contextlib
+import json
+import logging
 import math
 import os
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -17,6 +20,9 @@ TRIAL_TAG = "trial_id"            # every trial run carries its Tune trial id
 PARENT_TAG = "mlflow.parentRunId"
 STATUS_TAG = "tune_status"       # set by the driver when Tune is done with a trial: TERMINATED or ERROR
 TERMINAL = ("FINISHED", "FAILED", "KILLED")
+DIVERGED_TAG = "diverged"        # "true" on the run of a trial whose loss became non-finite
+SPOOL_FILE = "mlflow_pending.jsonl"  # a trial's epochs MLflow did not take yet (outage), replayed later
+log = logging.getLogger(__name__)
 
 
 def default_uri(storage_path: str | Path) -> str:
@@ -24,10 +30,49 @@ def default_uri(storage_path: str | Path) -> str:
     return "sqlite:///" + str(Path(storage_path).resolve() / "mlflow.db")
 
 
-def check_store(uri: str, timeout: float = 5.0) -> None:
-    """Fail fast (ValueError, one line) when the tracking store cannot be used."""
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(int(timeout)))
+@contextlib.contextmanager
+def _fast_requests(timeout: float) -> Iterator[None]:
+    """MLflow HTTP requests without retries and with a short timeout, for this block only:
+    the environment is restored after it, so neither the driver's later calls nor the trials
+    (Ray workers inherit the driver's environment) lose MLflow's own retries."""
+    names = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": str(int(timeout))}
+    saved = {name: os.environ.get(name) for name in names}
+    os.environ.update(names)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def check_store(uri: str, timeout: float = 5.0, api_timeout: float = 30.0) -> None:
+    """Fail fast (ValueError, one line) when the tracking store cannot be used: ``timeout``
+    for a server's /health, ``api_timeout`` for its first API answer (a busy server's first
+    query can take longer), no retries (an unreachable server is refused at once)."""
+    with _fast_requests(api_timeout):
+        _check_store(uri, timeout)
+
+
+def check_search_records(uri: str, experiment_id: str, parent_run_id: str, name: str) -> None:
+    """A resumed search's experiment and parent run must still be in the store (ValueError)."""
+    def gone() -> ValueError:
+        return ValueError(f"the MLflow store {uri} no longer holds search {name} (experiment {experiment_id}, "
+                          f"run {parent_run_id}: deleted?); restore the store, or start a new search under "
+                          f"another --name")
+    c = client(uri)
+    try:
+        exp = c.get_experiment(experiment_id)
+        run = c.get_run(parent_run_id)
+    except Exception:  # MLflow raises RESOURCE_DOES_NOT_EXIST as MlflowException
+        raise gone() from None
+    if exp is None or exp.lifecycle_stage != "active" or run.info.lifecycle_stage != "active":
+        raise gone()
+
+
+def _check_store(uri: str, timeout: float) -> None:
     if uri.startswith(("http://", "https://")):
         try:
             with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout) as reply:
@@ -64,6 +109,23 @@ def retry(fn: Callable[[], T], tries: int = 5) -> T:
                 raise
             time.sleep(0.2 * 2 ** attempt)
     raise AssertionError("unreachable")
+
+
+def outage_retry(fn: Callable[[], T], what: str, budget_s: float = 900.0) -> T:
+    """Call ``fn`` until it succeeds or ``budget_s`` seconds have passed (then re-raise):
+    the driver's end-of-search steps outlast a tracking-server outage. MLflow's own retries
+    run inside each call; this adds a slower loop around them."""
+    deadline, wait = time.monotonic() + budget_s, 5.0
+    while True:
+        try:
+            return fn()
+        except Exception as err:
+            if not transient(err) or time.monotonic() + wait > deadline:
+                raise
+            first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+            print(f"[search] MLflow unavailable while {what} ({first}); retrying in {wait:.0f} s", flush=True)
+            time.sleep(wait)
+            wait = min(2 * wait, 60.0)
 
 
 def ensure_experiment(uri: str, name: str, artifact_location: str | None = None) -> str:
@@ -143,17 +205,71 @@ def completed_result(uri: str, experiment_id: str, trial_id: str) -> dict[str, f
     return dict(run.data.metrics) if run is not None and is_complete(run) else None
 
 
+TRANSIENT_WORDS = ("connection", "refused", "max retries", "timed out", "timeout", "temporarily", "unavailable",
+                   "502", "503", "504", "locked", "reset by peer")
+
+
+def transient(err: BaseException) -> bool:
+    """Whether ``err`` looks like the tracking store being unreachable (worth retrying)
+    rather than a mistake that a retry would only repeat."""
+    text = f"{type(err).__name__} {err} {err.__cause__ or ''} {err.__context__ or ''}".lower()
+    return isinstance(err, ConnectionError | TimeoutError) or any(w in text for w in TRANSIENT_WORDS)
+
+
+def _read_spool(path: Path) -> list[dict[str, Any]]:
+    rows = []
+    for line in path.read_text().splitlines() if path.is_file() else []:
+        try:
+            rows.append(json.loads(line))
+        except ValueError:  # a line cut short by a kill
+            continue
+    return rows
+
+
+def _write_spool(path: Path, rows: list[dict[str, Any]]) -> None:
+    if not rows:
+        path.unlink(missing_ok=True)
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    os.replace(tmp, path)
+
+
+def replay_spool(uri: str, path: str | Path) -> int:
+    """Log the epochs a trial kept in ``path`` during an outage (in order, each to the run
+    it names); the file is removed once all are in. Returns how many were sent; raises
+    when MLflow still fails."""
+    path = Path(path)
+    rows = _read_spool(path)
+    for i, row in enumerate(rows):
+        try:
+            log_metrics(uri, row["run_id"], row["metrics"], row["step"])
+        except Exception:
+            _write_spool(path, rows[i:])
+            raise
+    path.unlink(missing_ok=True)
+    return len(rows)
+
+
 class TrialRun:
     """One trial's MLflow run. Reopened (not duplicated) when the trial is resumed or
-    restarted; epochs already logged are not logged again."""
+    restarted; epochs already logged are not logged again. An epoch that MLflow does not
+    take (after its own retries: an outage) is kept in memory and in ``spool`` (a file in
+    the trial's folder) and sent before the next one; a restarted trial or the driver
+    replays a spool a dead trial left."""
 
-    def __init__(self, uri: str, run_id: str, new: bool, logged_steps: Iterable[int] = ()):
+    def __init__(self, uri: str, run_id: str, new: bool, logged_steps: Iterable[int] = (),
+                 spool: str | Path | None = None):
         self.uri, self.run_id, self.new = uri, run_id, new
         self.logged = set(logged_steps)
+        self.spool = Path(spool) if spool is not None else None
+        kept = _read_spool(self.spool) if self.spool is not None else []
+        self.pending: list[dict[str, Any]] = [row for row in kept if row.get("run_id") == run_id]
 
     @classmethod
     def open(cls, uri: str, experiment_id: str, trial_id: str, run_name: str, tags: dict[str, Any],
-             run_id: str | None = None) -> TrialRun:
+             run_id: str | None = None, spool: str | Path | None = None) -> TrialRun:
         """Continue ``run_id`` (from the checkpoint) or the trial's run found by tag, else create one."""
         c = client(uri)
         if run_id is None:
@@ -162,15 +278,35 @@ class TrialRun:
         if run_id is not None:
             reopen(uri, run_id)
             steps = [m.step for m in retry(lambda: c.get_metric_history(run_id, "epoch"))]
-            return cls(uri, run_id, new=False, logged_steps=steps)
+            run = cls(uri, run_id, new=False, logged_steps=steps, spool=spool)
+            run.flush()
+            return run
         all_tags = {TRIAL_TAG: trial_id, **{k: str(v) for k, v in tags.items()}}
-        run = retry(lambda: c.create_run(experiment_id, run_name=run_name, tags=all_tags))
-        return cls(uri, run.info.run_id, new=True)
+        created = retry(lambda: c.create_run(experiment_id, run_name=run_name, tags=all_tags))
+        return cls(uri, created.info.run_id, new=True, spool=spool)
 
-    def log_epoch(self, metrics: dict[str, Any], step: int) -> None:
-        if step not in self.logged:
-            log_metrics(self.uri, self.run_id, metrics, step)
-            self.logged.add(step)
+    def log_epoch(self, metrics: dict[str, Any], step: int) -> bool:
+        """Log one epoch (after any kept ones); False when MLflow is unreachable (kept)."""
+        if step not in self.logged and all(row["step"] != step for row in self.pending):
+            self.pending.append({"run_id": self.run_id, "step": step, "metrics": scalar_metrics(metrics)})
+        return self.flush()
+
+    def flush(self) -> bool:
+        """Send the kept epochs in order; True when none is left."""
+        sent = 0
+        try:
+            for row in self.pending:
+                if row["step"] not in self.logged:
+                    log_metrics(self.uri, self.run_id, row["metrics"], row["step"])
+                    self.logged.add(row["step"])
+                sent += 1
+        except Exception as err:
+            log.warning("MLflow did not take epoch %s of run %s (%s); kept, sent with the next epoch",
+                        self.pending[sent]["step"], self.run_id, str(err).splitlines()[0][:200] if str(err) else err)
+        self.pending = self.pending[sent:]
+        if self.spool is not None and (sent or self.pending):
+            _write_spool(self.spool, self.pending)
+        return not self.pending
 
     def log_metric(self, key: str, value: float, step: int) -> None:
         log_metrics(self.uri, self.run_id, {key: value}, step)

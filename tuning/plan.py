@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import re
 import shutil
 import subprocess
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -153,12 +155,28 @@ def check_data(cfg: TrainConfig) -> str:
     return data.checksum
 
 
+def check_writable(storage: Path) -> None:
+    """The storage folder exists (or is created) and takes files: a one-line error now,
+    not minutes of retries inside Ray."""
+    if storage.exists() and not storage.is_dir():
+        raise ValueError(f"--storage-path {storage} is a file, not a folder")
+    try:
+        storage.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=storage):
+            pass
+    except OSError as err:
+        raise ValueError(f"--storage-path {storage} cannot be written ({err.strerror or err}); "
+                         f"give a writable folder") from None
+
+
 def check_resources(cpus: int, gpus: float, local: bool, workers: int = 1) -> None:
     """With ``workers`` > 1 the CPUs and GPUs are per worker (each worker: its own GPUs)."""
     if workers < 1:
         raise ValueError(f"--workers-per-trial {workers} must be >= 1")
     if cpus < 1:
         raise ValueError(f"--cpus-per-trial {cpus} must be >= 1")
+    if not math.isfinite(gpus):
+        raise ValueError(f"--gpus-per-trial {gpus} is not a finite number")
     if gpus < 0 or (gpus > 1 and gpus != int(gpus)):
         raise ValueError(f"--gpus-per-trial {gpus} must be a fraction in [0, 1] or a whole number")
     if workers > 1 and gpus != int(gpus):
@@ -259,14 +277,33 @@ def copy_space(plan: SearchPlan) -> None:
         shutil.copyfile(plan.space_path, dest)
 
 
+STARTS_WHAT = {"warmup": "the label channel (condensation and expansion)", "pop_start": "POP's purification"}
+
+
+def check_budget(space: SearchSpace, max_epochs: int, margin: int, options: dict[str, Any] | None = None) -> None:
+    """A trial must run past the latest start epoch the space allows, or what starts there
+    (and the parameters that tune it) is never exercised, yet would be reported as best."""
+    knob, start = space.latest_start(options)
+    if knob is not None and max_epochs <= start:
+        where = f"reaches {start} in {space.path.name}" if knob in space.params or knob in space.fixed \
+            else f"is {start} by default"
+        raise ValueError(f"--max-epochs {max_epochs} cannot exercise {knob}: it {where}, so "
+                         f"{STARTS_WHAT.get(knob, knob)} would never run in such a trial; use --max-epochs >= "
+                         f"{start + 1} (>= {start + margin} for ASHA's full grace period), or lower {knob}")
+
+
 def _grace_period(args: Any, space: SearchSpace, max_epochs: int, margin: int,
                   options: dict[str, Any] | None = None) -> int:
     start = space.max_start_epoch(options)
+    check_budget(space, max_epochs, margin, options)
     if args.grace_period is not None:
         if args.grace_period <= start or args.grace_period > max_epochs:
             raise ValueError(f"--grace-period {args.grace_period} must exceed the largest warm-up/start epoch of "
                              f"the space ({start}) and be <= --max-epochs {max_epochs}")
         return int(args.grace_period)
+    if start + margin > max_epochs:
+        print(f"note: ASHA's grace period is --max-epochs {max_epochs} (the latest start epoch {start} + {margin} "
+              f"would exceed it): no trial is stopped early", flush=True)
     return max(1, min(max_epochs, start + margin))
 
 

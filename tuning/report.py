@@ -137,7 +137,9 @@ def render(r: Report) -> str:
                 markdown_table(pd.DataFrame([b["params"]])), ""]
     out += ["## Hyperparameter importance at a common budget", "",
             importance_text(r.importance, list(p.space().params))]
-    out += ["", "## All trials", "", "Status `stopped`: stopped early by ASHA; its accuracy is partial.", ""]
+    out += ["", "## All trials", "", "Status `stopped`: stopped early by ASHA; its accuracy is partial. "
+            "`diverged`: its training loss became NaN/inf, the trial failed and its accuracies are no result. "
+            "`error`: the trial failed.", ""]
     if not r.trials.table.empty:
         out.append(markdown_table(r.trials.table.drop(columns=["trial_dir"])))
     out += ["", "## Figures", ""]
@@ -166,7 +168,8 @@ def importance_text(importance: list[Importance], params: list[str]) -> str:
 def log_to_parent(r: Report) -> None:
     """Report files as artifacts of the parent run; the best result as its tags and metrics."""
     p = r.plan
-    try:
+
+    def log() -> None:
         c = mlflow_log.client(p.tracking_uri)
         mlflow_log.retry(lambda: c.log_artifacts(p.parent_run_id, str(r.folder), REPORT_DIR))
         if r.best is not None:
@@ -180,6 +183,8 @@ def log_to_parent(r: Report) -> None:
         importance = {f"importance/{i.key}/{k}": v for i in r.importance for k, v in i.values.items()}
         importance |= {f"importance/{i.key}/trials": i.n_trials for i in r.importance}
         mlflow_log.log_metrics(p.tracking_uri, p.parent_run_id, importance, step=0)
+    try:
+        mlflow_log.outage_retry(log, "logging the report")
     except Exception as err:
         print(f"warning: could not log the report to MLflow ({p.tracking_uri}): {err}", file=sys.stderr)
 

@@ -160,7 +160,12 @@ def finish(plan: SearchPlan, states: dict[str, str]) -> int:
               f"tuning/search.py --dataset {plan.dataset} --method {plan.method} --storage-path "
               f"{plan.storage_path} --name {plan.name} --resume", flush=True)
         return 130
-    mlflow_log.finalize_runs(plan.tracking_uri, plan.experiment_id, plan.parent_run_id, states)
+    uri = plan.tracking_uri
+    # every step below outlasts a tracking-server outage (MLflow's retries, then a slower loop)
+    for spool in sorted(plan.experiment_path.glob(f"*/{mlflow_log.SPOOL_FILE}")):
+        mlflow_log.outage_retry(lambda spool=spool: mlflow_log.replay_spool(uri, spool), "replaying kept epochs")
+    mlflow_log.outage_retry(lambda: mlflow_log.finalize_runs(uri, plan.experiment_id, plan.parent_run_id, states),
+                            "closing the trial runs")
     if plan.optuna_storage:
         optuna_study.fail_running(plan.optuna_storage, plan.name)
     from tuning.report import make_report
@@ -172,12 +177,17 @@ def finish(plan: SearchPlan, states: dict[str, str]) -> int:
     except Exception as err:  # the search's results stand without the published model
         print(f"warning: could not log or register the best model in MLflow: {err}", file=sys.stderr)
     errors = sum(s == "ERROR" for s in states.values())
-    mlflow_log.terminate(plan.tracking_uri, plan.parent_run_id, "FAILED" if errors == len(states) else "FINISHED")
+    status = "FAILED" if errors == len(states) else "FINISHED"
+    mlflow_log.outage_retry(lambda: mlflow_log.terminate(uri, plan.parent_run_id, status), "closing the search run")
     print(report.summary(), flush=True)
     if published is not None:
         print(f"best model (epoch {published['epoch']}): {published['registered_uri']} (version "
               f"{published['version']}); its test accuracy: python tuning/evaluate.py {published['registered_uri']} "
               f"--tracking-uri {plan.tracking_uri}", flush=True)
-    if errors:
-        print(f"{errors} of {len(states)} trials failed; see their error.txt under {plan.experiment_path}", flush=True)
+    diverged = int((report.trials.table["status"] == "diverged").sum()) if not report.trials.table.empty else 0
+    if diverged:
+        print(f"{diverged} of {len(states)} trials diverged (non-finite loss): failed, never a result", flush=True)
+    if errors > diverged:
+        print(f"{errors - diverged} of {len(states)} trials failed; see their error.txt under {plan.experiment_path}",
+              flush=True)
     return 1 if errors == len(states) else 0

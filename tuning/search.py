@@ -35,6 +35,7 @@ from spmi.data import DATASETS, DataError  # noqa: E402
 from spmi.methods import list_methods  # noqa: E402
 from tuning import mlflow_log  # noqa: E402
 from tuning import plan as P  # noqa: E402
+from tuning.lock import SearchLock  # noqa: E402
 from tuning.settings import PRESETS  # noqa: E402
 
 
@@ -91,6 +92,7 @@ def prepare(args: argparse.Namespace) -> tuple[P.SearchPlan, bool]:
     """Resolve and check everything (no Ray yet); returns the plan and whether it resumes."""
     from tuning.spaces import SpaceError  # noqa: F401  (a ValueError)
     storage = Path(args.storage_path).expanduser().resolve()
+    P.check_writable(storage)
     named = storage / args.name if args.name else None
     if args.resume or (named is not None and (named / P.PLAN_FILE).exists()):
         path = named if named is not None else P.find_latest(storage, args.method, args.dataset)
@@ -106,6 +108,7 @@ def prepare(args: argparse.Namespace) -> tuple[P.SearchPlan, bool]:
                           workers=plan.workers_per_trial)
         P.check_data(plan.base_config)
         mlflow_log.check_store(plan.tracking_uri)
+        mlflow_log.check_search_records(plan.tracking_uri, plan.experiment_id, plan.parent_run_id, plan.name)
         return plan, True
     name = args.name or f"{args.method}-{args.dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
     uri = args.tracking_uri or mlflow_log.default_uri(storage)
@@ -163,17 +166,23 @@ def main(argv: list[str] | None = None) -> int:
         plan, resumed = prepare(args)
         if not resumed:
             plan.command = "python tuning/search.py " + shlex.join(sys.argv[1:] if argv is None else argv)
+        lock = SearchLock(plan.experiment_path, plan.name).acquire()  # one driver per search
     except (ValueError, DataError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    if not resumed:
-        try:
-            start_tracking(plan)
-        except Exception as err:  # MLflow raises its own types
-            print(f"error: could not set up MLflow at {plan.tracking_uri}: {err}", file=sys.stderr)
+    with lock:
+        if not resumed and (plan.experiment_path / P.PLAN_FILE).exists():  # another driver started it meanwhile
+            print(f"error: a search named {plan.name} now exists under {plan.storage_path}; continue it with "
+                  f"--resume, or give another --name", file=sys.stderr)
             return 2
-    from tuning.runner import run_search
-    return run_search(plan, resumed, args.address)
+        if not resumed:
+            try:
+                start_tracking(plan)
+            except Exception as err:  # MLflow raises its own types
+                print(f"error: could not set up MLflow at {plan.tracking_uri}: {err}", file=sys.stderr)
+                return 2
+        from tuning.runner import run_search
+        return run_search(plan, resumed, args.address)
 
 
 if __name__ == "__main__":

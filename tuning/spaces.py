@@ -8,6 +8,7 @@ the file and the line.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -122,15 +123,27 @@ class SearchSpace:
         return self.fixed.get(name, self.settings.get(name))
 
     def max_start_epoch(self, base: dict[str, Any] | None = None) -> int:
-        """The latest epoch at which a label channel / purification may start; a knob this
-        space leaves alone takes its value in ``base`` (the search's method options, e.g. the
-        dataset's T_w), else the method's default."""
-        values = [self.largest(k) for k in START_KNOBS]
+        """The latest epoch at which a label channel / purification may start."""
+        return self.latest_start(base)[1]
+
+    def latest_start(self, base: dict[str, Any] | None = None) -> tuple[str | None, int]:
+        """(knob, epoch): the start knob (``START_KNOBS``) that can start latest in this space
+        (its largest value here; for a knob the space leaves alone, its value in ``base`` (the
+        search's method options, e.g. the dataset's T_w), else the method's default) and that
+        epoch; (None, 0) when the method has none."""
         opts = get_method(self.method).Options()
         base = base or {}
-        values += [base.get(k, getattr(opts, k)) for k in START_KNOBS
-                   if self.largest(k) is None and hasattr(opts, k)]
-        return int(max((v for v in values if v is not None), default=0))
+        found = []
+        for k in START_KNOBS:
+            value = self.largest(k)
+            if value is None and hasattr(opts, k):
+                value = base.get(k, getattr(opts, k))
+            if value is not None:
+                found.append((int(value), k))
+        if not found:
+            return None, 0
+        epoch, knob = max(found)
+        return knob, epoch
 
 
 def load_space(path: str | Path, method: str) -> SearchSpace:
@@ -259,6 +272,8 @@ class _Parser:
         for key in ("low", "high"):
             if entry.get(key) is None:
                 raise self.fail(where, f"params.{name}: {dist} needs {key!r}", key=True)
+            if isinstance(entry[key], float) and not math.isfinite(entry[key]):
+                raise self.fail((*where, key), f"params.{name}: {key} {entry[key]} is not a finite number")
         low, high = self.value(spec, entry["low"], (*where, "low")), self.value(spec, entry["high"], (*where, "high"))
         if low >= high:
             raise self.fail((*where, "low"), f"params.{name}: empty or reversed range low={low} >= high={high}")
@@ -268,7 +283,7 @@ class _Parser:
         if step is not None:
             if dist in ("loguniform", "logint"):
                 raise self.fail((*where, "step"), f"params.{name}: {dist} takes no 'step'")
-            if isinstance(step, bool) or not isinstance(step, int | float) or step <= 0 or (
+            if isinstance(step, bool) or not isinstance(step, int | float) or not step > 0 or step == math.inf or (
                     dist == "int" and not isinstance(step, int)):
                 raise self.fail((*where, "step"), f"params.{name}: step must be a positive "
                                                   f"{'integer' if dist == 'int' else 'number'}, got {step!r}")

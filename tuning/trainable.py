@@ -22,12 +22,32 @@ from spmi.config import TrainConfig, config_from_flat
 from spmi.data import load_dataset
 from spmi.methods import get_method
 from spmi.options import build
-from spmi.trainer import Trainer
+from spmi.trainer import Diverged, Trainer
 from tuning import mlflow_log
 from tuning.best import BestEpoch
 from tuning.settings import TIME_ATTR
 
 CHECKPOINT_FILE, META_FILE = "checkpoint.pt", "trial.json"
+DIVERGED_FILE = "diverged.json"  # in the trial's folder: the trial diverged (read by retries and the report)
+
+
+class TrialDiverged(RuntimeError):
+    """Raised by a trial whose loss became non-finite: Tune ends it as ERROR (Optuna: FAIL),
+    its MLflow run is FAILED with the ``diverged`` tag, and a retry of it does not train."""
+
+
+def diverged_record(trial_dir: str | Path) -> dict[str, Any] | None:
+    """What ``mark_diverged`` wrote in the trial's folder, or None."""
+    path = Path(trial_dir) / DIVERGED_FILE
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def mark_diverged(trial_dir: str | Path, err: Diverged) -> None:
+    Path(trial_dir).mkdir(parents=True, exist_ok=True)
+    (Path(trial_dir) / DIVERGED_FILE).write_text(json.dumps({"epoch": err.epoch + 1, "message": str(err)}))
 
 
 def trial_config(config: dict[str, Any], base: dict[str, Any]) -> TrainConfig:
@@ -47,6 +67,10 @@ def train_trial(config: dict[str, Any], base: dict[str, Any], meta: dict[str, An
     ids, search name, commit, CPUs (both bound with ``tune.with_parameters``)."""
     logging.getLogger("ray.train").setLevel(logging.WARNING)  # no line per checkpoint
     ctx = tune.get_context()
+    trial_dir = persistent_trial_dir(ctx)
+    before = diverged_record(trial_dir)
+    if before is not None:  # Tune retries a failed trial: a diverged one must not train again
+        raise TrialDiverged(before["message"])
     if report_if_completed(meta, ctx.get_trial_id()):
         return
     torch.set_num_threads(max(1, int(meta["cpus"])))
@@ -54,14 +78,47 @@ def train_trial(config: dict[str, Any], base: dict[str, Any], meta: dict[str, An
     data = load_dataset(cfg.dataset, cfg.data_root, verify=False)  # the driver verified the files
     trainer = Trainer(cfg, data)
     run_id, best = _restore(trainer)
-    run = open_trial_run(trainer, config, meta, ctx.get_trial_id(), ctx.get_trial_name(), run_id)
+    run = open_trial_run(trainer, config, meta, ctx.get_trial_id(), ctx.get_trial_name(), run_id,
+                         spool=Path(trial_dir) / mlflow_log.SPOOL_FILE)
     trainer.callbacks.append(_Reporter(run, best))
     monitor = mlflow_log.start_system_metrics(meta["tracking_uri"], run.run_id, resume=not run.new)
-    trainer.fit()
-    if monitor is not None:
-        monitor.finish()
+    try:
+        trainer.fit()
+    except Diverged as err:
+        mark_diverged(trial_dir, err)
+        close_diverged(meta["tracking_uri"], run, err)
+        raise TrialDiverged(str(err)) from None
+    finally:
+        if monitor is not None:
+            monitor.finish()
     # reached only when Tune asks past the last epoch; CloseTrialRuns closes the run otherwise
     mlflow_log.terminate(meta["tracking_uri"], run.run_id, "FINISHED")
+
+
+def persistent_trial_dir(ctx: Any) -> Path:
+    """The trial's folder under the search's storage path (it outlives the Ray session, so a
+    resumed search sees what an earlier one wrote); Ray's working folder when that storage is
+    not a local folder."""
+    try:
+        from ray.train._internal.session import get_storage
+        path = Path(get_storage().trial_fs_path)
+        if path.is_dir():
+            return path
+    except Exception:  # another Ray version or a remote storage filesystem
+        pass
+    return Path(ctx.get_trial_dir())
+
+
+def close_diverged(uri: str, run: mlflow_log.TrialRun, err: Diverged) -> None:
+    """The diverged trial's MLflow run: FAILED, tagged ``diverged``, the epoch as a metric
+    (the driver's CloseTrialRuns does the same should MLflow be unreachable now)."""
+    try:
+        run.flush()
+        run.log_metric("diverged_at_epoch", err.epoch + 1, step=err.epoch + 1)
+        mlflow_log.set_tags(uri, run.run_id, {mlflow_log.DIVERGED_TAG: "true", "diverged_reason": str(err)[:250]})
+        mlflow_log.terminate(uri, run.run_id, "FAILED")
+    except Exception as mlflow_err:  # the trial fails either way; never hide the divergence
+        logging.getLogger(__name__).warning("could not mark run %s diverged: %s", run.run_id, mlflow_err)
 
 
 def report_if_completed(meta: dict[str, Any], trial_id: str) -> bool:
@@ -78,7 +135,7 @@ def report_if_completed(meta: dict[str, Any], trial_id: str) -> bool:
 
 
 def open_trial_run(trainer: Trainer, config: dict[str, Any], meta: dict[str, Any], trial_id: str,
-                   trial_name: str, run_id: str | None) -> mlflow_log.TrialRun:
+                   trial_name: str, run_id: str | None, spool: Path | None = None) -> mlflow_log.TrialRun:
     """The trial's MLflow run: ``run_id`` (from the checkpoint) or the trial's run continued,
     else a new one with every param; a resumption is recorded as ``resumed_from_epoch``."""
     cfg, uri = trainer.cfg, meta["tracking_uri"]
@@ -86,7 +143,7 @@ def open_trial_run(trainer: Trainer, config: dict[str, Any], meta: dict[str, Any
             "search": meta["search"], "git_commit": meta["git_commit"], "data_checksum": trainer.data.checksum,
             "searched": ",".join(config), mlflow_log.PARENT_TAG: meta["parent_run_id"],
             **mlflow_log.standard_tags(meta["git_commit"])}
-    run = mlflow_log.TrialRun.open(uri, meta["experiment_id"], trial_id, trial_name, tags, run_id=run_id)
+    run = mlflow_log.TrialRun.open(uri, meta["experiment_id"], trial_id, trial_name, tags, run_id=run_id, spool=spool)
     if run.new:
         mlflow_log.log_params(uri, run.run_id, all_params(cfg))
         mlflow_log.log_dataset(uri, run.run_id, cfg.dataset, trainer.data.checksum, cfg.data_root, split_profile(cfg))

@@ -11,6 +11,8 @@ import pandas as pd
 
 from tuning.settings import METRIC, TIME_ATTR
 
+DIVERGED_FILE = "diverged.json"  # tuning.trainable.DIVERGED_FILE (not imported: no torch here)
+
 TEST_METRIC = "test/acc"
 
 
@@ -20,8 +22,11 @@ class Trials:
     history: pd.DataFrame   # one row per trial and epoch
 
     def completed(self) -> pd.DataFrame:
-        """Trials with a validation accuracy (finished or stopped by ASHA)."""
-        return self.table[self.table["val_acc"].notna()]
+        """Trials with a validation accuracy that ended well (finished or stopped by ASHA):
+        a failed or diverged trial's last accuracy is no result."""
+        if self.table.empty:
+            return self.table
+        return self.table[self.table["val_acc"].notna() & self.table["status"].isin(["finished", "stopped"])]
 
     def best(self) -> pd.Series | None:
         """The trial with the highest val/acc at its best epoch, the network it keeps (ties:
@@ -74,6 +79,8 @@ def read_trials(experiment_path: str | Path, searched: list[str], max_epochs: in
         epochs = int(last.get(TIME_ATTR, 0)) if not hist.empty else 0
         status = {"ERROR": "error", "TERMINATED": "finished" if epochs >= max_epochs else "stopped"}.get(
             trial.status, trial.status.lower())
+        if (Path(trial.path) / DIVERGED_FILE).is_file():  # its loss became NaN/inf: no accuracy counts
+            status = "diverged"
         row = {"trial_id": trial.trial_id, "status": status, "epochs": epochs,
                "val_acc": last.get(METRIC), "test_acc": last.get(TEST_METRIC), **best_epoch(hist)}
         row |= {name: trial.config.get(name) for name in searched}

@@ -19,7 +19,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-root", default=None, help="target folder (default: per dataset)")
     args = parser.parse_args(argv)
     try:
-        data = load_dataset(args.dataset, args.data_root, download=True)
+        data = load_dataset(args.dataset, args.data_root, download=True, install=True)
     except DataError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

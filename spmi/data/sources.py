@@ -90,18 +90,20 @@ def _find_in(sub: str, names: list[str]) -> Callable[[Path], Path | None]:
 def _missing_fmnist(root: Path) -> str:
     return (
         f"Fashion-MNIST not found in {root} (nor in {root / 'FashionMNIST' / 'raw'}): "
-        "run `apt-get install dataset-fashion-mnist`, or pass --data-root DIR holding the "
+        "run `make data` or `python -m spmi.data.fetch fmnist` (as root it runs "
+        "`apt-get install dataset-fashion-mnist`), or pass --data-root DIR holding the "
         "{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz] files, or pass --download"
     )
 
 
-def _missing_in(title: str, sub: str, names: list[str]) -> Callable[[Path], str]:
+def _missing_in(name: str, title: str, sub: str, names: list[str]) -> Callable[[Path], str]:
     def missing(root: Path) -> str:
         folder = root / sub
         absent = ", ".join(n for n in names if not (folder / n).is_file())
         where = f"{sub}/ inside it" if sub else "those files"
         return (
-            f"{title} not found: {folder} lacks {absent}; pass --download to fetch it, or --data-root DIR with {where}"
+            f"{title} not found: {folder} lacks {absent}; run `python -m spmi.data.fetch {name}` or pass "
+            f"--download to fetch it, or --data-root DIR with {where}"
         )
 
     return missing
@@ -189,7 +191,7 @@ _SOURCES: dict[str, _Source] = {
         _fetch_cifar10,
         _table_cifar("CIFAR10"),
         _parse_cifar10,
-        _missing_in("CIFAR-10", CIFAR10_DIR, CIFAR10_FILES),
+        _missing_in("cifar10", "CIFAR-10", CIFAR10_DIR, CIFAR10_FILES),
     ),
     "cifar100": _Source(
         "CIFAR-100",
@@ -197,7 +199,7 @@ _SOURCES: dict[str, _Source] = {
         _fetch_cifar100,
         _table_cifar("CIFAR100"),
         _parse_cifar100,
-        _missing_in("CIFAR-100", CIFAR100_DIR, CIFAR100_FILES),
+        _missing_in("cifar100", "CIFAR-100", CIFAR100_DIR, CIFAR100_FILES),
     ),
     "svhn": _Source(
         "SVHN",
@@ -205,7 +207,7 @@ _SOURCES: dict[str, _Source] = {
         _fetch_svhn,
         _table_svhn,
         _parse_svhn,
-        _missing_in("SVHN", "", SVHN_FILES),
+        _missing_in("svhn", "SVHN", "", SVHN_FILES),
     ),
 }
 
@@ -242,11 +244,12 @@ def _download(src: _Source, root: Path) -> None:
         ) from None
 
 
-def _locate(name: str, root: Path, given: bool, download: bool) -> Path:
-    """Folder holding the dataset's files, installing or downloading them when allowed."""
+def _locate(name: str, root: Path, given: bool, download: bool, install: bool = False) -> Path:
+    """Folder holding the dataset's files, downloading them when allowed; ``install`` (only
+    ``spmi.data.fetch``, never a training run) may install Debian's Fashion-MNIST package."""
     src = _SOURCES[name]
     folder = src.find(root)
-    if folder is None and name == "fmnist" and not given and _may_apt() and _apt_install_fmnist():
+    if folder is None and install and name == "fmnist" and not given and _may_apt() and _apt_install_fmnist():
         root = DEBIAN_FMNIST
         folder = src.find(root)
     if folder is None and download:
@@ -289,16 +292,18 @@ def load_dataset(
     download: bool = False,
     verify: bool = True,
     checksums: dict[str, str] | None = None,
+    install: bool = False,
 ) -> ImageData:
     """Find (or obtain), optionally MD5-check, and decode dataset ``name``.
 
     ``checksums`` (file name -> md5, relative to the dataset folder) replaces the
-    built-in table; ``verify=False`` skips the check.
+    built-in table; ``verify=False`` skips the check. ``install`` lets ``spmi.data.fetch``
+    install Debian's Fashion-MNIST package as root; training runs never change the system.
     """
     info = get_info(name)
     given = root is not None
     base = Path(root).expanduser() if given else default_root(name)
-    folder = _locate(name, base, given, download)
+    folder = _locate(name, base, given, download, install)
     src = _SOURCES[name]
     if verify:
         verify_files(folder, checksums if checksums is not None else src.table())
