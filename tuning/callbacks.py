@@ -20,8 +20,9 @@ class CloseTrialRuns(Callback):
     """On trial completion: FINISHED plus tags (final checkpoint, epochs, stopped early);
     on error: FAILED. Holds only plain values, so it pickles with the experiment."""
 
-    def __init__(self, uri: str, experiment_id: str, max_epochs: int):
+    def __init__(self, uri: str, experiment_id: str, max_epochs: int, scheme: str = ""):
         self.uri, self.experiment_id, self.max_epochs = uri, experiment_id, max_epochs
+        self.scheme = scheme  # of the search's storage: checkpoint paths are tagged as URIs
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         result = trial.last_result or {}
@@ -31,10 +32,10 @@ class CloseTrialRuns(Callback):
               f"{result.get(METRIC, float('nan')):.4f}", flush=True)
         tags = {mlflow_log.STATUS_TAG: "TERMINATED", "epochs_trained": epochs,
                 "stopped_early": str(epochs < self.max_epochs).lower()}
-        if trial.checkpoint is not None:
-            tags["final_checkpoint"] = trial.checkpoint.path
-        elif result.get("checkpoint_path"):  # a DDP trial: its Ray Train checkpoint
-            tags["final_checkpoint"] = result["checkpoint_path"]
+        final = trial.checkpoint.path if trial.checkpoint is not None else result.get("checkpoint_path")  # DDP: Train's
+        if final:
+            scheme = getattr(self, "scheme", "")  # (absent in callbacks pickled by an older search)
+            tags["final_checkpoint"] = f"{scheme}://{final}" if scheme and "://" not in final else final
         self._close(trial, "FINISHED", tags)
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
