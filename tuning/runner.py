@@ -3,6 +3,7 @@ Optuna TPE, a concurrency limit and ASHA, run it, close the MLflow runs, write t
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sys
@@ -39,9 +40,26 @@ def node_env(plan: SearchPlan) -> dict[str, str]:
     return env
 
 
+def submitted_job_env() -> dict[str, Any]:
+    """The runtime environment of the Ray job this driver runs in (``ray job submit``), else {}."""
+    try:
+        return dict(json.loads(os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR") or "{}").get("runtime_env") or {})
+    except (ValueError, AttributeError):
+        return {}
+
+
 def runtime_env(plan: SearchPlan) -> dict[str, Any]:
-    """The job's runtime environment on a cluster: the code (spmi/, tuning/) and ``node_env``."""
-    return {"py_modules": [str(REPO_ROOT / "spmi"), str(REPO_ROOT / "tuning")], "env_vars": node_env(plan)}
+    """The job's runtime environment on a cluster: the code (spmi/, tuning/) and ``node_env``.
+    Inside a submitted job Ray merges it with the job's own and refuses a field or variable
+    set twice: those the job sets are left to the job (its workers get them anyway)."""
+    job = submitted_job_env()
+    env: dict[str, Any] = {}
+    if "py_modules" not in job:
+        env["py_modules"] = [str(REPO_ROOT / "spmi"), str(REPO_ROOT / "tuning")]
+    env_vars = {k: v for k, v in node_env(plan).items() if k not in (job.get("env_vars") or {})}
+    if env_vars:
+        env["env_vars"] = env_vars
+    return env
 
 
 def start_ray(address: str | None, workers_per_trial: int = 1, env: dict[str, Any] | None = None) -> None:
