@@ -191,6 +191,10 @@ def test_cluster_search_killed_and_resumed_from_object_store(tiny, parts, tmp_pa
     nodes = {r[2] for r in runs}
     assert nodes <= workers and len(nodes) == 2, (nodes, workers)  # both worker nodes ran trials
 
+    final = parts.pg.query(
+        "SELECT t.value FROM tags t JOIN runs r ON r.run_uuid = t.run_uuid JOIN experiments e "
+        "ON e.experiment_id = r.experiment_id WHERE e.name = %s AND t.key = 'final_checkpoint'", name)
+    assert len(final) == trials and all(f.startswith(f"s3://{parts.s3.bucket}/hpo/{name}/trial_") for (f,) in final)
     resumed = parts.pg.query(
         "SELECT count(*) FROM metrics m JOIN runs r ON r.run_uuid = m.run_uuid JOIN experiments e "
         "ON e.experiment_id = r.experiment_id WHERE e.name = %s AND m.key = 'resumed_from_epoch' AND m.value >= 1",

@@ -99,7 +99,9 @@ def check_cluster_reach(address: str | None, storage: Storage, tracking_uri: str
         raise ValueError(f"--address: --storage-path {storage.root} is a folder on this machine that trials on "
                          f"other nodes cannot reach; use --storage-path s3://BUCKET/PREFIX (plus --storage-endpoint "
                          f"URL for an S3-compatible store), or add --shared-storage if every node mounts it there")
-    if tracking_uri.startswith(("sqlite:", "file:")) or ":" not in tracking_uri:  # a file, or a folder
+    on_disk = tracking_uri.startswith(("sqlite:", "file:")) or (
+        ":" not in tracking_uri and not tracking_uri.startswith("databricks"))  # a database file, or a folder
+    if on_disk:
         raise ValueError(f"--address: the MLflow store {tracking_uri} is a file on this machine that trials on other "
                          f"nodes cannot reach (and SQLite is unsafe on a shared mount); run an MLflow server "
                          f"(mlflow server --backend-store-uri postgresql://... --artifacts-destination s3://...) "
