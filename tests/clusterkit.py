@@ -211,6 +211,10 @@ class MlflowServer:
         self.proc = subprocess.Popen(cmd, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT,
                                      start_new_session=True)
         _wait(self.healthy, "mlflow server", timeout, self.proc, log)
+        # the first query of the database is slow (tens of seconds on a busy machine): not a client's
+        request = urllib.request.Request(self.uri + "/api/2.0/mlflow/experiments/search", method="POST",
+                                         data=b'{"max_results": 1}', headers={"Content-Type": "application/json"})
+        urllib.request.urlopen(request, timeout=timeout).read()
 
     def stop(self) -> None:
         if self.proc is not None:
@@ -229,6 +233,18 @@ def mlflow_server(pg: Postgres, s3: S3, logs: Path) -> Iterator[MlflowServer]:
 
 
 # ---------------------------------------------------------------- Ray
+
+
+def driver_env(home: Path | None = None) -> dict[str, str]:
+    """The environment of a search driver joining ``ray_cluster``: this process's without
+    MLflow and AWS settings, plus the object store's credentials; with ``home``, a HOME of
+    its own. Where Ray's token authentication is on, the driver reads the cluster's token
+    from this process's ~/.ray (RAY_AUTH_TOKEN_PATH), as a real cluster's user would."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "AWS_"))}
+    token = Path.home() / ".ray" / "auth_token"
+    if token.is_file() and not {"RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"} & set(env):
+        env["RAY_AUTH_TOKEN_PATH"] = str(token)
+    return {**env, **CREDENTIALS, **({"HOME": str(home)} if home is not None else {})}
 
 
 @contextlib.contextmanager

@@ -67,10 +67,10 @@ def parts(s3: K.S3, tmp_path_factory: pytest.TempPathFactory):
 
 
 def driver_env(home: Path) -> dict[str, str]:
-    """The driver's environment: the object store's credentials, nothing of MLflow; a
-    HOME of its own (to see what it writes)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "AWS_"))}
-    return {**env, **K.CREDENTIALS, "HOME": str(home)}
+    """The driver's environment: the object store's credentials, nothing else of MLflow
+    than a patient pre-flight check (a busy machine); a HOME of its own (to see what it
+    writes)."""
+    return {**K.driver_env(home), "MLFLOW_HTTP_REQUEST_TIMEOUT": "60"}
 
 
 def cluster_args(tiny: dict[str, Path], parts: SimpleNamespace, name: str, trials: int, epochs: int) -> list[str]:
