@@ -102,15 +102,19 @@ class S3:
         return boto3.client("s3", endpoint_url=self.endpoint, region_name="us-east-1",
                             aws_access_key_id="testing", aws_secret_access_key="testing")
 
-    def keys(self, prefix: str) -> list[str]:
-        out, token = [], None
+    def objects(self, prefix: str) -> dict[str, float]:
+        """Key -> last-modified time (epoch seconds) of the objects under ``prefix``."""
+        out, token = {}, None
         while True:
             kw = {"Bucket": self.bucket, "Prefix": prefix, **({"ContinuationToken": token} if token else {})}
             page = self.client().list_objects_v2(**kw)
-            out += [o["Key"] for o in page.get("Contents", [])]
+            out |= {o["Key"]: o["LastModified"].timestamp() for o in page.get("Contents", [])}
             if not page.get("IsTruncated"):
                 return out
             token = page["NextContinuationToken"]
+
+    def keys(self, prefix: str) -> list[str]:
+        return list(self.objects(prefix))
 
 
 @contextlib.contextmanager

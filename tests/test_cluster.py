@@ -99,11 +99,22 @@ def finish(proc: subprocess.Popen, log: Path, timeout: float) -> str:
     return out
 
 
-def wait_for_checkpoint(parts: SimpleNamespace, name: str, proc: subprocess.Popen, log: Path) -> None:
+def wait_for_checkpoint(parts: SimpleNamespace, name: str, proc: subprocess.Popen, log: Path,
+                        in_snapshot: bool = False) -> None:
+    """Until a trial checkpoint is in S3 (``in_snapshot``: and an experiment-state snapshot
+    written 2 s later, which therefore lists it: a driver killed then resumes that trial
+    from it; object times have whole seconds)."""
     deadline = time.monotonic() + 600
-    while not any("/checkpoint_" in k for k in parts.s3.keys(f"hpo/{name}/trial_")):
+    first = None
+    while True:
         assert proc.poll() is None, f"the search ended early:\n{log.read_text()[-3000:]}"
         assert time.monotonic() < deadline, f"no trial checkpoint in S3:\n{log.read_text()[-3000:]}"
+        objects = parts.s3.objects(f"hpo/{name}/")
+        times = [t for k, t in objects.items() if "/checkpoint_" in k]
+        first = first or (min(times) if times else None)
+        if first is not None and (not in_snapshot or any(
+                t >= first + 2 for k, t in objects.items() if k.startswith(f"hpo/{name}/experiment_state-"))):
+            return
         time.sleep(0.3)
 
 
@@ -167,13 +178,12 @@ def local_writes(cwd: Path, home: Path) -> list[str]:
 
 @pytest.mark.slow
 def test_cluster_search_killed_and_resumed_from_object_store(tiny, parts, tmp_path: Path) -> None:
-    name, trials, epochs = "c1", 3, 3
+    name, trials, epochs = "c1", 3, 5
     args = cluster_args(tiny, parts, name, trials, epochs)
     cwd, home, log = tmp_path / "driver", tmp_path / "home", tmp_path / "driver.log"
     driver = start_driver(args, cwd, home, log)
     try:
-        wait_for_checkpoint(parts, name, driver, log)
-        time.sleep(2)  # a newer experiment snapshot (every second) lists the checkpoint
+        wait_for_checkpoint(parts, name, driver, log, in_snapshot=True)
         os.killpg(driver.pid, signal.SIGKILL)
         driver.wait(30)
     finally:
