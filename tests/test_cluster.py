@@ -99,22 +99,46 @@ def finish(proc: subprocess.Popen, log: Path, timeout: float) -> str:
     return out
 
 
-def wait_for_checkpoint(parts: SimpleNamespace, name: str, proc: subprocess.Popen, log: Path,
-                        in_snapshot: bool = False) -> None:
-    """Until a trial checkpoint is in S3 (``in_snapshot``: and an experiment-state snapshot
-    written 2 s later, which therefore lists it: a driver killed then resumes that trial
-    from it; object times have whole seconds)."""
+def wait_for_checkpoint(parts: SimpleNamespace, name: str, proc: subprocess.Popen, log: Path) -> None:
+    """Until a trial checkpoint is in S3."""
     deadline = time.monotonic() + 600
-    first = None
-    while True:
+    while not any("/checkpoint_" in k for k in parts.s3.keys(f"hpo/{name}/trial_")):
         assert proc.poll() is None, f"the search ended early:\n{log.read_text()[-3000:]}"
         assert time.monotonic() < deadline, f"no trial checkpoint in S3:\n{log.read_text()[-3000:]}"
-        objects = parts.s3.objects(f"hpo/{name}/")
-        times = [t for k, t in objects.items() if "/checkpoint_" in k]
-        first = first or (min(times) if times else None)
-        if first is not None and (not in_snapshot or any(
-                t >= first + 2 for k, t in objects.items() if k.startswith(f"hpo/{name}/experiment_state-"))):
-            return
+        time.sleep(0.3)
+
+
+def snapshot_checkpoints(s3: K.S3, name: str) -> dict[str, tuple[str, int]]:
+    """Trial id -> (Tune status, index of its latest checkpoint) of the trials with a
+    checkpoint in the newest experiment-state snapshot of search ``name`` in S3: what a
+    restore resumes them from. (Reads Tune's own record of the checkpoints.)"""
+    from ray.tune.trainable.metadata import _TrainingRunMetadata
+    states = sorted(s3.keys(f"hpo/{name}/experiment_state-"))
+    if not states:
+        return {}
+    data = json.loads(s3.client().get_object(Bucket=s3.bucket, Key=states[-1])["Body"].read())
+    out = {}
+    for trial_json, meta_json in data["trial_data"]:
+        trial = json.loads(trial_json)
+        manager = _TrainingRunMetadata.from_json_state(meta_json).checkpoint_manager
+        latest = manager.latest_checkpoint_result if manager is not None else None
+        if latest is not None:
+            out[trial["trial_id"]] = (trial["status"], int(latest.checkpoint.path.rsplit("_", 1)[-1]))
+    return out
+
+
+def wait_for_resumable(parts: SimpleNamespace, name: str, epochs: int, proc: subprocess.Popen,
+                       log: Path) -> set[str]:
+    """Until the newest snapshot lists a running trial with a checkpoint and at least 2
+    epochs to go (so it cannot finish before the kill); returns those trials."""
+    deadline = time.monotonic() + 600
+    while True:
+        assert proc.poll() is None, f"the search ended early:\n{log.read_text()[-3000:]}"
+        assert time.monotonic() < deadline, f"no resumable trial in a snapshot:\n{log.read_text()[-3000:]}"
+        found = {t for t, (status, index) in snapshot_checkpoints(parts.s3, name).items()
+                 if status == "RUNNING" and index + 1 <= epochs - 2}
+        if found:
+            return found
         time.sleep(0.3)
 
 
@@ -183,7 +207,7 @@ def test_cluster_search_killed_and_resumed_from_object_store(tiny, parts, tmp_pa
     cwd, home, log = tmp_path / "driver", tmp_path / "home", tmp_path / "driver.log"
     driver = start_driver(args, cwd, home, log)
     try:
-        wait_for_checkpoint(parts, name, driver, log, in_snapshot=True)
+        resumable = wait_for_resumable(parts, name, epochs, driver, log)
         os.killpg(driver.pid, signal.SIGKILL)
         driver.wait(30)
     finally:
@@ -206,10 +230,11 @@ def test_cluster_search_killed_and_resumed_from_object_store(tiny, parts, tmp_pa
         "ON e.experiment_id = r.experiment_id WHERE e.name = %s AND t.key = 'final_checkpoint'", name)
     assert len(final) == trials and all(f.startswith(f"s3://{parts.s3.bucket}/hpo/{name}/trial_") for (f,) in final)
     resumed = parts.pg.query(
-        "SELECT count(*) FROM metrics m JOIN runs r ON r.run_uuid = m.run_uuid JOIN experiments e "
-        "ON e.experiment_id = r.experiment_id WHERE e.name = %s AND m.key = 'resumed_from_epoch' AND m.value >= 1",
-        name)[0][0]
-    assert resumed >= 1, "no trial continued from its checkpoint in the object store"
+        "SELECT t.value FROM metrics m JOIN runs r ON r.run_uuid = m.run_uuid JOIN experiments e "
+        "ON e.experiment_id = r.experiment_id JOIN tags t ON t.run_uuid = r.run_uuid AND t.key = 'trial_id' "
+        "WHERE e.name = %s AND m.key = 'resumed_from_epoch' AND m.value >= 1", name)
+    # the trials the killed driver's last snapshot held with a checkpoint continued from it
+    assert resumable <= {t for (t,) in resumed}, (resumable, resumed)
 
     keys = set(parts.s3.keys(f"hpo/{name}/"))
     for file in ("search.json", "space.yaml", "report/report.md", "report/trials.parquet", "report/history.parquet",
