@@ -22,9 +22,10 @@ class CloseTrialRuns(Callback):
     """On trial completion: FINISHED plus tags (final checkpoint, epochs, stopped early);
     on error: FAILED. Holds only plain values, so it pickles with the experiment."""
 
-    def __init__(self, uri: str, experiment_id: str, max_epochs: int, parent_run_id: str = ""):
+    def __init__(self, uri: str, experiment_id: str, max_epochs: int, parent_run_id: str = "", scheme: str = ""):
         self.uri, self.experiment_id, self.max_epochs = uri, experiment_id, max_epochs
         self.parent_run_id = parent_run_id
+        self.scheme = scheme  # of the search's storage: checkpoint paths are tagged as URIs
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         result = trial.last_result or {}
@@ -34,10 +35,10 @@ class CloseTrialRuns(Callback):
               f"{result.get(METRIC, float('nan')):.4f}", flush=True)
         tags = {mlflow_log.STATUS_TAG: "TERMINATED", "epochs_trained": epochs,
                 "stopped_early": str(epochs < self.max_epochs).lower()}
-        if trial.checkpoint is not None:
-            tags["final_checkpoint"] = trial.checkpoint.path
-        elif result.get("checkpoint_path"):  # a DDP trial: its Ray Train checkpoint
-            tags["final_checkpoint"] = result["checkpoint_path"]
+        final = trial.checkpoint.path if trial.checkpoint is not None else result.get("checkpoint_path")  # DDP: Train's
+        if final:
+            scheme = getattr(self, "scheme", "")  # (absent in callbacks pickled by an older search)
+            tags["final_checkpoint"] = f"{scheme}://{final}" if scheme and "://" not in final else final
         self._close(trial, "FINISHED", tags)
         if getattr(self, "parent_run_id", ""):
             done = sum(t.status in ("TERMINATED", "ERROR") for t in trials) + 1  # this one is not yet TERMINATED

@@ -10,9 +10,10 @@ trial (restored search, retried failure) starts a TorchTrainer of the same name
 
 Tune ends a stopped trial (ASHA, or at max_t) by killing its actor, so the Train run
 never shuts down and its workers' placement group would stay reserved until the search
-ends (Ray Train's own cleaner needs the State API of ``ray[default]``). Rank 0 therefore
-reports the group's id (``PG_KEY``) and ``callbacks.ReleaseTrainGroups`` removes it when
-Tune is done with the trial.
+ends where ``ray[default]`` is missing (Ray Train's own cleaner needs its State API, and
+is then left out). Rank 0 therefore reports the group's id (``PG_KEY``) and
+``callbacks.ReleaseTrainGroups`` removes it when Tune is done with the trial (with
+``ray[default]`` Ray's cleaner does so too; removing a removed group is a no-op).
 """
 
 from __future__ import annotations
@@ -30,12 +31,13 @@ from ray.train import Checkpoint, ScalingConfig
 from ray.train.torch import TorchConfig, TorchTrainer
 from ray.tune.integration.ray_train import TuneReportCallback
 
-from spmi.data import load_dataset
 from spmi.distributed import DistComm, assert_in_sync
 from spmi.trainer import Diverged, Trainer
 from tuning import mlflow_log
 from tuning.best import BestEpoch
+from tuning.nodedata import node_dataset
 from tuning.settings import TIME_ATTR
+from tuning.storage import Storage
 from tuning.trainable import (
     CHECKPOINT_FILE,
     TrialDiverged,
@@ -58,11 +60,28 @@ PG_KEY = "train_placement_group"  # result key: hex id of the trial's worker pla
 
 class _TorchTrainer(TorchTrainer):
     """TorchTrainer without Ray Train's placement-group cleaner actor: without the State
-    API it can never see its controller die, and then polls (and warns) forever."""
+    API (``ray[default]``) it can never see its controller die, and then polls (and warns)
+    forever. Used only where ``ray[default]`` is missing (see ``trainer_class``)."""
 
     def _create_default_callbacks(self) -> list:
         return [cb for cb in super()._create_default_callbacks()
                 if type(cb).__name__ != "PlacementGroupCleanerCallback"]
+
+
+def has_ray_default() -> bool:
+    """Whether this node has ``ray[default]`` (the dashboard's dependencies, which the State
+    API behind Ray Train's placement-group cleaner needs): Ray's own test for it."""
+    try:
+        import ray.dashboard.optional_deps  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def trainer_class() -> type[TorchTrainer]:
+    """Ray's TorchTrainer, with its own clean-up of Train placement groups, where
+    ``ray[default]`` is installed (any real cluster); else the override without it."""
+    return TorchTrainer if has_ray_default() else _TorchTrainer
 
 
 def release_placement_group(pg_hex: str | None) -> bool:
@@ -93,12 +112,14 @@ def train_trial_ddp(config: dict[str, Any], base: dict[str, Any], meta: dict[str
     per_worker = {"CPU": float(meta["cpus"]), **({"GPU": float(meta["gpus"])} if use_gpu else {})}
     loop = {"config": config, "base": base, "meta": meta, "trial_id": trial_id, "trial_name": ctx.get_trial_name(),
             "trial_dir": str(trial_dir)}
-    _TorchTrainer(
+    storage_path, storage_fs = Storage(*meta["storage"]).ray_location(*meta["train_storage"])
+    trainer_class()(
         ddp_worker, train_loop_config=loop,
         scaling_config=ScalingConfig(num_workers=int(meta["workers"]), use_gpu=use_gpu,
                                      resources_per_worker=per_worker),
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
-        run_config=ray.train.RunConfig(name=f"train-{trial_id}", storage_path=meta["train_storage"],
+        run_config=ray.train.RunConfig(name=f"train-{trial_id}", storage_path=storage_path,
+                                       storage_filesystem=storage_fs,
                                        checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
                                        logging_config=ray.train.LoggingConfig(log_level="WARNING"),
                                        callbacks=[TuneReportCallback()]),
@@ -118,7 +139,7 @@ def ddp_worker(loop: dict[str, Any]) -> None:
     else:
         cfg = dataclasses.replace(cfg, device="cpu")
     comm = DistComm()
-    data = load_dataset(cfg.dataset, cfg.data_root, verify=False)  # the search driver verified the files
+    data = node_dataset(cfg, meta.get("data_checksum", ""))
     trainer = Trainer(cfg, data, comm=comm, sync_bn=True)
     run_id, best = load_checkpoint(trainer, ray.train.get_checkpoint())  # every rank loads it
     run = None

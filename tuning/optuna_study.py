@@ -31,8 +31,14 @@ STUDY_ATTRS = ("method", "dataset", "metric", "mode", "max_epochs")
 
 
 def default_storage(storage_path: str) -> str:
-    """``sqlite:///<storage_path>/optuna.db``: every search under a storage path, one study each."""
+    """``sqlite:///<storage_path>/optuna.db``: every search under a storage path, one study each.
+    Object storage cannot hold an SQLite database: there the study lives in this driver's
+    ``~/.cache/spmi-tune/`` (use ``--optuna-storage`` for a database every driver reaches)."""
     from pathlib import Path
+    if "://" in storage_path:
+        folder = Path.home() / ".cache" / "spmi-tune"
+        folder.mkdir(parents=True, exist_ok=True)
+        return "sqlite:///" + str(folder / STORAGE_FILE)
     return "sqlite:///" + str(Path(storage_path).resolve() / STORAGE_FILE)
 
 

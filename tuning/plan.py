@@ -4,11 +4,11 @@ check that can be done before Ray starts: dataset, method, space, data, resource
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import os
 import re
-import shutil
 import subprocess
 import tempfile
 import time
@@ -26,6 +26,7 @@ from tuning import mlflow_log, optuna_study
 from tuning import settings as S
 from tuning.fields import RESERVED, coerce, field_specs
 from tuning.spaces import SearchSpace, load_space
+from tuning.storage import Storage, is_uri, open_storage
 
 PLAN_FILE, SPACE_COPY = "search.json", "space.yaml"
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -33,7 +34,8 @@ NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 @dataclass
 class SearchPlan:
-    """Everything a search (and its resumption and report) needs; JSON-serialisable."""
+    """Everything a search (and its resumption and report) needs; JSON-serialisable.
+    ``storage_path`` is an absolute local folder or a URI (see tuning.storage)."""
 
     name: str
     storage_path: str
@@ -64,22 +66,25 @@ class SearchPlan:
     experiment_id: str = ""
     parent_run_id: str = ""
     created: str = field(default_factory=lambda: time.strftime("%Y-%m-%d %H:%M:%S"))
+    storage_endpoint: str | None = None  # S3-compatible endpoint of an s3:// storage_path
+
+    @functools.cached_property
+    def storage(self) -> Storage:
+        return Storage(self.storage_path, self.storage_endpoint)
 
     @property
-    def experiment_path(self) -> Path:
-        return Path(self.storage_path) / self.name
+    def experiment_path(self) -> str:
+        """The search's folder: a local path or a URI."""
+        return self.storage.uri(self.name)
 
     @property
     def base_config(self) -> TrainConfig:
         return config_from_flat(self.base)
 
-    def save(self) -> Path:
-        path = self.experiment_path / PLAN_FILE
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(dataclasses.asdict(self), indent=2))
-        os.replace(tmp, path)
-        return path
+    def save(self) -> str:
+        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        self.storage.write_text(json.dumps(fields, indent=2), self.name, PLAN_FILE)
+        return self.storage.uri(self.name, PLAN_FILE)
 
     @property
     def study_attrs(self) -> dict[str, Any]:
@@ -89,28 +94,59 @@ class SearchPlan:
 
     def space(self) -> SearchSpace:
         """The space as it was when the search started (its copy in the experiment folder)."""
-        copy = self.experiment_path / SPACE_COPY
-        return load_space(copy if copy.exists() else self.space_path, self.method)
+        if self.storage.is_file(self.name, SPACE_COPY):
+            with self.storage.local_copy(self.name, SPACE_COPY) as copy:
+                return load_space(copy, self.method)
+        return load_space(self.space_path, self.method)
 
 
-def load_plan(experiment_path: str | Path) -> SearchPlan:
-    path = Path(experiment_path) / PLAN_FILE
-    if not path.is_file():
-        raise ValueError(f"{experiment_path} holds no search ({PLAN_FILE} missing)")
-    return SearchPlan(**json.loads(path.read_text()))
+def split_location(experiment: str | Path) -> tuple[str, str]:
+    """``(storage root, search name)`` of a search's folder (a path or a URI)."""
+    text = str(experiment).rstrip("/")
+    if is_uri(text):
+        root, _, name = text.rpartition("/")
+        if root.endswith(":/") or not name:
+            raise ValueError(f"{experiment}: give the search's folder, <storage-path>/<name>")
+        return root, name
+    path = Path(text).expanduser().resolve()
+    return str(path.parent), path.name
 
 
-def find_latest(storage: Path, method: str, dataset: str) -> Path | None:
-    """The newest search of ``method`` on ``dataset`` under ``storage``."""
+def load_plan(experiment: str | Path, endpoint: str | None = None) -> SearchPlan:
+    """The plan of the search at ``experiment`` (a local folder or a URI). The storage it
+    was found in replaces the saved one (a moved folder still works); ``endpoint`` (else
+    the AWS endpoint environment) is the S3 endpoint."""
+    root, name = split_location(experiment)
+    storage = open_storage(root, endpoint)
+    try:
+        text = storage.read_text(name, PLAN_FILE) if storage.is_file(name, PLAN_FILE) else None
+    except OSError as err:
+        raise ValueError(f"cannot read {storage.uri(name, PLAN_FILE)}: {str(err).splitlines()[0]}") from None
+    if text is None:
+        raise ValueError(f"{experiment} holds no search ({PLAN_FILE} missing)")
+    plan = SearchPlan(**json.loads(text))
+    plan.storage_path, plan.storage_endpoint = storage.root, storage.endpoint
+    return plan
+
+
+def find_latest(storage: Storage, method: str, dataset: str) -> str | None:
+    """The name of the newest search of ``method`` on ``dataset`` under ``storage``."""
+    import pyarrow.fs as pafs
     found = []
-    for path in storage.glob(f"*/{PLAN_FILE}"):
+    for entry in storage.listdir():
+        if entry.type != pafs.FileType.Directory:
+            continue
+        name = entry.base_name
+        info = storage.info(name, PLAN_FILE)
+        if info.type != pafs.FileType.File:
+            continue
         try:
-            info = json.loads(path.read_text())
+            plan = json.loads(storage.read_text(name, PLAN_FILE))
         except (OSError, ValueError):
             continue
-        if info.get("method") == method and info.get("dataset") == dataset:
-            found.append((path.stat().st_mtime, path.parent))
-    return max(found)[1] if found else None
+        if plan.get("method") == method and plan.get("dataset") == dataset:
+            found.append((info.mtime_ns or 0, plan.get("created", ""), name))
+    return max(found)[2] if found else None
 
 
 def git_commit() -> str:
@@ -194,7 +230,7 @@ def check_resources(cpus: int, gpus: float, local: bool, workers: int = 1) -> No
             raise ValueError(f"--cpus-per-trial {cpus}{each} exceeds the {os.cpu_count()} CPUs of this machine")
 
 
-def make_plan(args: Any, storage: Path, name: str, tracking_uri: str) -> tuple[SearchPlan, SearchSpace]:
+def make_plan(args: Any, storage: Storage, name: str, tracking_uri: str) -> tuple[SearchPlan, SearchSpace]:
     """Resolve a new search from the CLI arguments; every problem is a ValueError,
     DataError or SpaceError with a one-line message."""
     get_info(args.dataset)
@@ -250,7 +286,7 @@ def make_plan(args: Any, storage: Path, name: str, tracking_uri: str) -> tuple[S
         raise ValueError(f"--max-concurrent {max_conc} must be >= 1")
     checksum = check_data(cfg)
     mlflow_log.check_store(tracking_uri)
-    optuna_url = getattr(args, "optuna_storage", None) or optuna_study.default_storage(storage)
+    optuna_url = getattr(args, "optuna_storage", None) or optuna_study.default_storage(storage.root)
     study_attrs = {"method": args.method, "dataset": args.dataset, "metric": S.METRIC, "mode": S.MODE,
                    "max_epochs": max_epochs}
     if optuna_study.study_exists(optuna_url, name):
@@ -259,7 +295,8 @@ def make_plan(args: Any, storage: Path, name: str, tracking_uri: str) -> tuple[S
     if warm:
         optuna_study.check_warm_start(optuna_url, warm, study_attrs)
     plan = SearchPlan(
-        name=name, storage_path=str(storage), dataset=args.dataset, method=args.method, space_path=str(space_path),
+        name=name, storage_path=storage.root, storage_endpoint=storage.endpoint, dataset=args.dataset,
+        method=args.method, space_path=str(space_path),
         num_samples=num_samples, max_epochs=max_epochs, grace_period=grace, reduction_factor=reduction,
         seed=int(args.seed), cpus_per_trial=cpus, gpus_per_trial=gpus,
         max_concurrent=None if max_conc is None else int(max_conc), tracking_uri=tracking_uri,
@@ -271,10 +308,8 @@ def make_plan(args: Any, storage: Path, name: str, tracking_uri: str) -> tuple[S
 
 
 def copy_space(plan: SearchPlan) -> None:
-    dest = plan.experiment_path / SPACE_COPY
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    if not dest.exists():
-        shutil.copyfile(plan.space_path, dest)
+    if not plan.storage.exists(plan.name, SPACE_COPY):
+        plan.storage.write_bytes(Path(plan.space_path).read_bytes(), plan.name, SPACE_COPY)
 
 
 STARTS_WHAT = {"warmup": "the label channel (condensation and expansion)", "pop_start": "POP's purification"}

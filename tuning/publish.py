@@ -94,10 +94,12 @@ def publish_search_best(plan: Any, best: dict[str, Any] | None) -> dict[str, Any
     from ray.tune import Checkpoint, ExperimentAnalysis
 
     from spmi.data import load_dataset
-    trial = next(t for t in ExperimentAnalysis(str(plan.experiment_path)).trials if t.trial_id == best["trial_id"])
+    path, fs = plan.storage.ray_location(plan.name)
+    trials = ExperimentAnalysis(path, storage_filesystem=fs).trials
+    trial = next(t for t in trials if t.trial_id == best["trial_id"])
     checkpoint = trial.checkpoint
     if checkpoint is None and (trial.last_result or {}).get("checkpoint_path"):  # a DDP trial's Train checkpoint
-        checkpoint = Checkpoint(trial.last_result["checkpoint_path"])
+        checkpoint = Checkpoint(trial.last_result["checkpoint_path"], filesystem=fs)
     if checkpoint is None:
         return None
     with checkpoint.as_directory() as folder:

@@ -1,18 +1,22 @@
 #!/usr/bin/env python
 """Report of a search: best configuration, table of all trials (parquet + markdown),
-importance at a common budget (fANOVA, PED-ANOVA) and plots, written to ``<experiment>/report/`` and logged as artifacts
-of the search's parent MLflow run.
+importance at a common budget (fANOVA, PED-ANOVA) and plots, written to ``<experiment>/report/``
+(a folder or object storage) and logged as artifacts of the search's parent MLflow run.
 
     python tuning/report.py hpo_results/spmi-fmnist-20250101-120000 [--no-mlflow]
+    python tuning/report.py s3://bucket/hpo/spmi-fmnist-20250101-120000 --storage-endpoint http://minio:9000
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import math
 import sys
+import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +29,7 @@ import pandas as pd  # noqa: E402
 from tuning import mlflow_log, plots  # noqa: E402
 from tuning.importance import Importance, at_common_budget  # noqa: E402
 from tuning.plan import SearchPlan, load_plan  # noqa: E402
+from tuning.storage import Storage  # noqa: E402
 from tuning.trials import Trials, read_trials  # noqa: E402
 
 REPORT_DIR = "report"
@@ -33,7 +38,8 @@ REPORT_DIR = "report"
 @dataclass
 class Report:
     plan: SearchPlan
-    folder: Path
+    location: str           # the report folder in the search's storage (a path or a URI)
+    folder: Path            # where its files are written locally (a staging folder for object storage)
     trials: Trials
     best: dict[str, Any] | None
     importance: list[Importance] = field(default_factory=list)
@@ -51,7 +57,7 @@ class Report:
             frame = importance_table(self.importance, list(self.plan.space().params))
             lines.append("hyperparameter importance at a common budget (trials = how many it rests on):")
             lines.append(markdown_table(frame).rstrip())
-        lines.append(f"report: {self.folder / 'report.md'}")
+        lines.append(f"report: {self.location}/report.md")
         lines.append(mlflow_hint(self.plan))
         return "\n".join(lines)
 
@@ -86,12 +92,30 @@ def markdown_table(frame: pd.DataFrame) -> str:
     return "\n".join([head, rule, *body]) + "\n"
 
 
-def make_report(experiment_path: str | Path, log_mlflow: bool = True) -> Report:
-    plan = load_plan(experiment_path)
+@contextlib.contextmanager
+def _staging(storage: Storage, name: str) -> Iterator[Path]:
+    """The local folder the report is written in: the report folder itself on local
+    storage, else a temporary one uploaded to the storage (and deleted) at the end."""
+    if storage.local:
+        folder = Path(storage.path(name, REPORT_DIR))
+        folder.mkdir(parents=True, exist_ok=True)
+        yield folder
+        return
+    with tempfile.TemporaryDirectory(prefix="spmi-report-") as tmp:
+        yield Path(tmp)
+        storage.upload_dir(tmp, name, REPORT_DIR)
+
+
+def make_report(experiment: str | Path, log_mlflow: bool = True, endpoint: str | None = None) -> Report:
+    """The report of the search at ``experiment`` (a folder or a URI; ``endpoint``: of s3://)."""
+    plan = load_plan(experiment, endpoint)
+    with _staging(plan.storage, plan.name) as folder:
+        return _make_report(plan, folder, log_mlflow)
+
+
+def _make_report(plan: SearchPlan, folder: Path, log_mlflow: bool) -> Report:
     space = plan.space()
-    trials = read_trials(plan.experiment_path, list(space.params), plan.max_epochs)
-    folder = plan.experiment_path / REPORT_DIR
-    folder.mkdir(parents=True, exist_ok=True)
+    trials = read_trials(plan.storage, plan.name, list(space.params), plan.max_epochs)
     table = trials.table
     best_row = trials.best()
     best = None if best_row is None else {
@@ -100,7 +124,7 @@ def make_report(experiment_path: str | Path, log_mlflow: bool = True) -> Report:
         "test_acc": None if pd.isna(best_row["best_test_acc"]) else float(best_row["best_test_acc"]),
         "params": {n: _plain(best_row[n]) for n in space.params}}
     importance = at_common_budget(table, trials.history, space, plan.grace_period, plan.max_epochs, plan.seed)
-    report = Report(plan, folder, trials, best, importance)
+    report = Report(plan, plan.storage.uri(plan.name, REPORT_DIR), folder, trials, best, importance)
 
     if not table.empty:
         table.to_parquet(folder / "trials.parquet", index=False)
@@ -199,11 +223,12 @@ def _plain(v: Any) -> Any:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python tuning/report.py", description=__doc__.split("\n\n")[0])
-    parser.add_argument("experiment", help="the search's folder (<storage-path>/<name>)")
+    parser.add_argument("experiment", help="the search's folder (<storage-path>/<name>), a path or a URI")
+    parser.add_argument("--storage-endpoint", metavar="URL", help="S3-compatible endpoint of an s3:// location")
     parser.add_argument("--no-mlflow", action="store_true", help="only write the files")
     args = parser.parse_args(argv)
     try:
-        report = make_report(args.experiment, log_mlflow=not args.no_mlflow)
+        report = make_report(args.experiment, log_mlflow=not args.no_mlflow, endpoint=args.storage_endpoint)
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

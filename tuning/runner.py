@@ -3,9 +3,11 @@ Optuna TPE, a concurrency limit and ASHA, run it, close the MLflow runs, write t
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sys
+from pathlib import Path
 from typing import Any
 
 import ray
@@ -19,13 +21,54 @@ from tuning.plan import SearchPlan
 from tuning.settings import DRIVER_CPU, DRIVER_HEADROOM_CPUS, REPO_ROOT, TIME_ATTR, TRAIN_RUNS_DIR
 from tuning.trainable import train_trial
 
+# the environment every node's trials need: MLflow (tracking URI, S3 endpoint of artifacts,
+# credentials) and the object store (AWS_* credentials, region, endpoint), plus the few
+# Ray/Tune settings of the driver that change trial behaviour
+NODE_ENV_PREFIXES = ("MLFLOW_", "AWS_")
+NODE_ENV_NAMES = ("RAY_CHDIR_TO_TRIAL_DIR", "RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS")
+# the driver's own fail-fast settings of its pre-flight checks: trials keep MLflow's retries
+NODE_ENV_EXCLUDED = ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT")
 
-def start_ray(address: str | None, workers_per_trial: int = 1) -> None:
-    """Join ``address`` or start a local Ray; with DDP trials the local Ray gets
-    DRIVER_HEADROOM_CPUS logical CPUs more than the cores, for the idle trial drivers."""
+
+def node_env(plan: SearchPlan) -> dict[str, str]:
+    """``env_vars`` of the job's runtime environment: what trials on any node need."""
+    env = {k: v for k, v in os.environ.items()
+           if (k.startswith(NODE_ENV_PREFIXES) or k in NODE_ENV_NAMES) and k not in NODE_ENV_EXCLUDED}
+    env["MLFLOW_TRACKING_URI"] = plan.tracking_uri
+    if plan.storage_endpoint and plan.storage.scheme == "s3":
+        env.setdefault("MLFLOW_S3_ENDPOINT_URL", plan.storage_endpoint)
+    return env
+
+
+def submitted_job_env() -> dict[str, Any]:
+    """The runtime environment of the Ray job this driver runs in (``ray job submit``), else {}."""
+    try:
+        return dict(json.loads(os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR") or "{}").get("runtime_env") or {})
+    except (ValueError, AttributeError):
+        return {}
+
+
+def runtime_env(plan: SearchPlan) -> dict[str, Any]:
+    """The job's runtime environment on a cluster: the code (spmi/, tuning/) and ``node_env``.
+    Inside a submitted job Ray merges it with the job's own and refuses a field or variable
+    set twice: those the job sets are left to the job (its workers get them anyway)."""
+    job = submitted_job_env()
+    env: dict[str, Any] = {}
+    if "py_modules" not in job:
+        env["py_modules"] = [str(REPO_ROOT / "spmi"), str(REPO_ROOT / "tuning")]
+    env_vars = {k: v for k, v in node_env(plan).items() if k not in (job.get("env_vars") or {})}
+    if env_vars:
+        env["env_vars"] = env_vars
+    return env
+
+
+def start_ray(address: str | None, workers_per_trial: int = 1, env: dict[str, Any] | None = None) -> None:
+    """Join ``address`` (with the runtime environment ``env``) or start a local Ray; with
+    DDP trials the local Ray gets DRIVER_HEADROOM_CPUS logical CPUs more than the cores,
+    for the idle trial drivers."""
     os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH")) if p)
-    if address:  # a remote cluster gets the code shipped with the job
-        ray.init(address=address, runtime_env={"py_modules": [str(REPO_ROOT / "spmi"), str(REPO_ROOT / "tuning")]})
+    if address:  # a cluster gets the code and the settings shipped with the job
+        ray.init(address=address, runtime_env=env)
         return
     import torch
     headroom = DRIVER_HEADROOM_CPUS if workers_per_trial > 1 else 0
@@ -65,11 +108,12 @@ def trainable(plan: SearchPlan) -> Any:
     """The trial function with the search's constants bound (same on restore)."""
     meta = {"tracking_uri": plan.tracking_uri, "experiment_id": plan.experiment_id,
             "parent_run_id": plan.parent_run_id, "search": plan.name, "git_commit": plan.git_commit,
-            "cpus": plan.cpus_per_trial}
+            "cpus": plan.cpus_per_trial, "data_checksum": plan.data_checksum}
     if plan.workers_per_trial > 1:  # the trial drives a Ray Train run whose workers hold the resources
         from tuning.ddp import train_trial_ddp
         meta |= {"workers": plan.workers_per_trial, "gpus": plan.gpus_per_trial, "check_sync": plan.check_sync,
-                 "train_storage": str(plan.experiment_path / TRAIN_RUNS_DIR)}
+                 "storage": [plan.storage_path, plan.storage_endpoint],
+                 "train_storage": [plan.name, TRAIN_RUNS_DIR]}
         bound = tune.with_parameters(train_trial_ddp, base=plan.base, meta=meta)
         return tune.with_resources(bound, {"cpu": DRIVER_CPU})
     bound = tune.with_parameters(train_trial, base=plan.base, meta=meta)
@@ -95,16 +139,19 @@ def build_tuner(plan: SearchPlan) -> tune.Tuner:
     searcher = make_searcher(plan, space)
     scheduler = ASHAScheduler(time_attr=TIME_ATTR, max_t=plan.max_epochs, grace_period=plan.grace_period,
                               reduction_factor=plan.reduction_factor)
+    storage_path, storage_fs = plan.storage.ray_location()
     return tune.Tuner(
         trainable(plan),
         tune_config=tune.TuneConfig(metric=plan.metric, mode=plan.mode, num_samples=plan.num_samples,
                                     search_alg=ConcurrencyLimiter(searcher, max_concurrent=plan.max_concurrent),
                                     scheduler=scheduler, trial_dirname_creator=trial_dirname),
         run_config=tune.RunConfig(
-            name=plan.name, storage_path=plan.storage_path, verbose=1, progress_reporter=reporter(plan, space),
+            name=plan.name, storage_path=storage_path, storage_filesystem=storage_fs, verbose=1,
+            progress_reporter=reporter(plan, space),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
             failure_config=tune.FailureConfig(max_failures=1),
-            callbacks=[CloseTrialRuns(plan.tracking_uri, plan.experiment_id, plan.max_epochs, plan.parent_run_id)]
+            callbacks=[CloseTrialRuns(plan.tracking_uri, plan.experiment_id, plan.max_epochs,
+                                      parent_run_id=plan.parent_run_id, scheme=plan.storage.scheme)]
             + ([ReleaseTrainGroups()] if plan.workers_per_trial > 1 else [])))
 
 
@@ -117,12 +164,13 @@ def reporter(plan: SearchPlan, space: Any) -> tune.CLIReporter:
 
 def trial_states(plan: SearchPlan) -> dict[str, str]:
     """Tune status of every trial of the search, from the saved experiment state."""
-    analysis = tune.ExperimentAnalysis(str(plan.experiment_path))
+    path, fs = plan.storage.ray_location(plan.name)
+    analysis = tune.ExperimentAnalysis(path, storage_filesystem=fs)
     return {t.trial_id: t.status for t in analysis.trials}
 
 
 def run_search(plan: SearchPlan, resumed: bool, address: str | None) -> int:
-    start_ray(address, plan.workers_per_trial)
+    start_ray(address, plan.workers_per_trial, runtime_env(plan))
     # after ray.init (which installs its own): a job manager's SIGTERM takes Tune's graceful
     # SIGINT path, so the state is saved and the search can be resumed
     signal.signal(signal.SIGTERM, lambda *_: os.kill(os.getpid(), signal.SIGINT))
@@ -133,12 +181,13 @@ def run_search(plan: SearchPlan, resumed: bool, address: str | None) -> int:
             print(f"error: {err}", file=sys.stderr)
             mlflow_log.terminate(plan.tracking_uri, plan.parent_run_id, "FAILED")
             return 2
-        path = str(plan.experiment_path)
+        path, fs = plan.storage.ray_location(plan.name)
         if resumed:
             mlflow_log.reopen(plan.tracking_uri, plan.parent_run_id)
-        if resumed and tune.Tuner.can_restore(path):
-            print(f"resuming {path}", flush=True)
-            tuner = tune.Tuner.restore(path, trainable=trainable(plan), resume_unfinished=True, resume_errored=True)
+        if resumed and tune.Tuner.can_restore(path, storage_filesystem=fs):
+            print(f"resuming {plan.experiment_path}", flush=True)
+            tuner = tune.Tuner.restore(path, trainable=trainable(plan), resume_unfinished=True, resume_errored=True,
+                                       storage_filesystem=fs)
         else:
             tuner = build_tuner(plan)
         try:
@@ -156,20 +205,22 @@ def finish(plan: SearchPlan, states: dict[str, str]) -> int:
     """Close the runs, write and log the report, print the outcome."""
     done = sum(s in ("TERMINATED", "ERROR") for s in states.values())
     if done < plan.num_samples:
+        endpoint = f" --storage-endpoint {plan.storage_endpoint}" if plan.storage_endpoint else ""
         print(f"search interrupted ({done}/{plan.num_samples} trials done); continue it with:\n  python "
               f"tuning/search.py --dataset {plan.dataset} --method {plan.method} --storage-path "
-              f"{plan.storage_path} --name {plan.name} --resume", flush=True)
+              f"{plan.storage_path}{endpoint} --name {plan.name} --resume", flush=True)
         return 130
     uri = plan.tracking_uri
     # every step below outlasts a tracking-server outage (MLflow's retries, then a slower loop)
-    for spool in sorted(plan.experiment_path.glob(f"*/{mlflow_log.SPOOL_FILE}")):
+    spools = sorted(Path(plan.experiment_path).glob(f"*/{mlflow_log.SPOOL_FILE}")) if plan.storage.local else []
+    for spool in spools:  # (on object storage a trial keeps its spool in its node's Ray folder)
         mlflow_log.outage_retry(lambda spool=spool: mlflow_log.replay_spool(uri, spool), "replaying kept epochs")
     mlflow_log.outage_retry(lambda: mlflow_log.finalize_runs(uri, plan.experiment_id, plan.parent_run_id, states),
                             "closing the trial runs")
     if plan.optuna_storage:
         optuna_study.fail_running(plan.optuna_storage, plan.name)
     from tuning.report import make_report
-    report = make_report(plan.experiment_path)
+    report = make_report(plan.experiment_path, endpoint=plan.storage_endpoint)
     published = None
     try:
         from tuning.publish import publish_search_best

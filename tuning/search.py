@@ -37,6 +37,7 @@ from tuning import mlflow_log  # noqa: E402
 from tuning import plan as P  # noqa: E402
 from tuning.lock import SearchLock  # noqa: E402
 from tuning.settings import PRESETS  # noqa: E402
+from tuning.storage import Storage, open_storage  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -63,7 +64,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--reduction-factor", type=int, help="ASHA reduction factor (default 3)")
     s.add_argument("--seed", type=int, default=0, help="seed of the Optuna TPE sampler")
     s.add_argument("--name", help="search name (default <method>-<dataset>-<time>); an existing one is resumed")
-    s.add_argument("--storage-path", default="hpo_results", help="folder of the searches and the MLflow store")
+    s.add_argument("--storage-path", default="hpo_results",
+                   help="where the searches live: a folder, or a URI every node can reach (s3://bucket/prefix, "
+                        "gs://..., any pyarrow filesystem)")
+    s.add_argument("--storage-endpoint", metavar="URL",
+                   help="S3-compatible endpoint of an s3:// --storage-path (MinIO, Ceph, ...) (default: "
+                        "$AWS_ENDPOINT_URL_S3 or $AWS_ENDPOINT_URL, else AWS)")
+    s.add_argument("--shared-storage", action="store_true",
+                   help="with --address: the local --storage-path is a mount every node shares at the same path")
     s.add_argument("--resume", action="store_true", help="continue the named (or latest) search of method/dataset")
     s.add_argument("--tracking-uri", help="MLflow tracking server (default: sqlite under --storage-path)")
     s.add_argument("--optuna-storage", metavar="URL",
@@ -84,25 +92,49 @@ def build_parser() -> argparse.ArgumentParser:
                    help="DDP trials: check after every epoch that all workers hold identical state "
                         "(a mismatch fails the trial)")
     r.add_argument("--max-concurrent", type=int, help="trials at once (default: as many as the resources allow)")
-    r.add_argument("--address", help="connect to this Ray cluster instead of starting a local one")
+    r.add_argument("--address", help="connect to this Ray cluster instead of starting a local one ('auto' inside "
+                                     "`ray job submit`); needs storage and tracking every node can reach")
     return p
+
+
+def check_cluster_reach(address: str | None, storage: Storage, tracking_uri: str, shared: bool) -> None:
+    """With ``--address`` trials run on other machines: refuse storage and an MLflow store
+    that only this machine has (ValueError, one line, saying what to use instead)."""
+    if not address:
+        return
+    if storage.local and not shared:
+        raise ValueError(f"--address: --storage-path {storage.root} is a folder on this machine that trials on "
+                         f"other nodes cannot reach; use --storage-path s3://BUCKET/PREFIX (plus --storage-endpoint "
+                         f"URL for an S3-compatible store), or add --shared-storage if every node mounts it there")
+    on_disk = tracking_uri.startswith(("sqlite:", "file:")) or (
+        ":" not in tracking_uri and not tracking_uri.startswith("databricks"))  # a database file, or a folder
+    if on_disk:
+        raise ValueError(f"--address: the MLflow store {tracking_uri} is a file on this machine that trials on other "
+                         f"nodes cannot reach (and SQLite is unsafe on a shared mount); run an MLflow server "
+                         f"(mlflow server --backend-store-uri postgresql://... --artifacts-destination s3://...) "
+                         f"and pass --tracking-uri http://HOST:PORT")
 
 
 def prepare(args: argparse.Namespace) -> tuple[P.SearchPlan, bool]:
     """Resolve and check everything (no Ray yet); returns the plan and whether it resumes."""
     from tuning.spaces import SpaceError  # noqa: F401  (a ValueError)
-    storage = Path(args.storage_path).expanduser().resolve()
-    P.check_writable(storage)
-    named = storage / args.name if args.name else None
-    if args.resume or (named is not None and (named / P.PLAN_FILE).exists()):
-        path = named if named is not None else P.find_latest(storage, args.method, args.dataset)
-        if path is None or not (path / P.PLAN_FILE).exists():
-            raise ValueError(f"--resume: no search of {args.method} on {args.dataset} under {storage}"
+    storage = open_storage(args.storage_path, args.storage_endpoint)
+    if args.address and args.tracking_uri:
+        check_cluster_reach(args.address, storage, args.tracking_uri, args.shared_storage)
+    storage.check()
+    if storage.local:
+        P.check_writable(Path(storage.root))
+    if args.resume or (args.name and storage.is_file(args.name, P.PLAN_FILE)):
+        name = args.name or P.find_latest(storage, args.method, args.dataset)
+        if name is None or not storage.is_file(name, P.PLAN_FILE):
+            raise ValueError(f"--resume: no search of {args.method} on {args.dataset} under {storage.root}"
                              + (f" named {args.name}" if args.name else "") + "; start one without --resume")
-        plan = P.load_plan(path)
+        plan = P.load_plan(storage.uri(name), storage.endpoint)
+        path = plan.experiment_path
         if (plan.dataset, plan.method) != (args.dataset, args.method):
             raise ValueError(f"{path} is a search of {plan.method} on {plan.dataset}, "
                              f"not {args.method} on {args.dataset}")
+        check_cluster_reach(args.address, storage, plan.tracking_uri, args.shared_storage)
         plan.space()
         P.check_resources(plan.cpus_per_trial, plan.gpus_per_trial, local=args.address is None,
                           workers=plan.workers_per_trial)
@@ -111,7 +143,11 @@ def prepare(args: argparse.Namespace) -> tuple[P.SearchPlan, bool]:
         mlflow_log.check_search_records(plan.tracking_uri, plan.experiment_id, plan.parent_run_id, plan.name)
         return plan, True
     name = args.name or f"{args.method}-{args.dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
-    uri = args.tracking_uri or mlflow_log.default_uri(storage)
+    if not storage.local and not args.tracking_uri:
+        raise ValueError(f"--storage-path {storage.root} is not a local folder, so there is no default MLflow store; "
+                         f"pass --tracking-uri (an MLflow server, http://HOST:PORT)")
+    uri = args.tracking_uri or mlflow_log.default_uri(storage.root)
+    check_cluster_reach(args.address, storage, uri, args.shared_storage)
     plan, space = P.make_plan(args, storage, name, uri)
     if mlflow_log.client(uri).get_experiment_by_name(name) is not None:
         raise ValueError(f"the MLflow store {uri} already has an experiment named {name!r}; choose another --name")
@@ -129,8 +165,11 @@ def start_tracking(plan: P.SearchPlan) -> None:
         print(f"warm start: {copied} evaluated trials of {plan.warm_start} seed the study"
               + (f" ({skipped} outside this space skipped)" if skipped else ""), flush=True)
     artifacts = None
-    if plan.tracking_uri.startswith("sqlite:"):
-        artifacts = (Path(plan.storage_path) / "mlartifacts" / plan.name).as_uri()
+    if plan.tracking_uri.startswith("sqlite:"):  # (a server has its own artifact store)
+        storage = plan.storage
+        artifacts = storage.uri("mlartifacts", plan.name)
+        if storage.local:
+            artifacts = Path(artifacts).as_uri()
     plan.experiment_id = mlflow_log.ensure_experiment(plan.tracking_uri, plan.name, artifacts)
     space = plan.space()
     settings = {f"search.{k}": getattr(plan, k) for k in (
@@ -151,10 +190,19 @@ def start_tracking(plan: P.SearchPlan) -> None:
     P.copy_space(plan)
 
 
+def lock_folder(plan: P.SearchPlan) -> Path:
+    """Where the driver's lock lives: the search's folder; for object storage (which has no
+    OS locks) a folder on this machine, so that a second driver here is refused."""
+    if plan.storage.local:
+        return Path(plan.experiment_path)
+    return Path.home() / ".cache" / "spmi-tune" / "locks" / plan.name
+
+
 def note(plan: P.SearchPlan) -> str:
     """The parent run's description (markdown): the command line and the search space."""
-    space = plan.experiment_path / P.SPACE_COPY
-    text = (space if space.exists() else Path(plan.space_path)).read_text()
+    storage = plan.storage
+    text = (storage.read_text(plan.name, P.SPACE_COPY) if storage.is_file(plan.name, P.SPACE_COPY)
+            else Path(plan.space_path).read_text())
     return (f"Search `{plan.name}`: {plan.method} on {plan.dataset}, {plan.num_samples} trials of up to "
             f"{plan.max_epochs} epochs (ASHA grace {plan.grace_period}).\n\n```\n{plan.command}\n```\n\n"
             f"Space `{plan.space_path}`:\n\n```yaml\n{text.rstrip()}\n```\n")
@@ -162,16 +210,19 @@ def note(plan: P.SearchPlan) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.storage_endpoint and args.storage_path.startswith("s3://"):
+        # MLflow's S3 artifact client (an embedded store's artifacts) reads this one
+        os.environ.setdefault("MLFLOW_S3_ENDPOINT_URL", args.storage_endpoint)
     try:
         plan, resumed = prepare(args)
         if not resumed:
             plan.command = "python tuning/search.py " + shlex.join(sys.argv[1:] if argv is None else argv)
-        lock = SearchLock(plan.experiment_path, plan.name).acquire()  # one driver per search
+        lock = SearchLock(lock_folder(plan), plan.name).acquire()  # one driver per search
     except (ValueError, DataError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     with lock:
-        if not resumed and (plan.experiment_path / P.PLAN_FILE).exists():  # another driver started it meanwhile
+        if not resumed and plan.storage.is_file(plan.name, P.PLAN_FILE):  # another driver started it meanwhile
             print(f"error: a search named {plan.name} now exists under {plan.storage_path}; continue it with "
                   f"--resume, or give another --name", file=sys.stderr)
             return 2

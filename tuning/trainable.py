@@ -19,12 +19,12 @@ from ray import tune
 from ray.tune import Checkpoint
 
 from spmi.config import TrainConfig, config_from_flat
-from spmi.data import load_dataset
 from spmi.methods import get_method
 from spmi.options import build
 from spmi.trainer import Diverged, Trainer
 from tuning import mlflow_log
 from tuning.best import BestEpoch
+from tuning.nodedata import node_dataset, node_tags
 from tuning.settings import TIME_ATTR
 
 CHECKPOINT_FILE, META_FILE = "checkpoint.pt", "trial.json"
@@ -75,7 +75,7 @@ def train_trial(config: dict[str, Any], base: dict[str, Any], meta: dict[str, An
         return
     torch.set_num_threads(max(1, int(meta["cpus"])))
     cfg = trial_config(config, base)
-    data = load_dataset(cfg.dataset, cfg.data_root, verify=False)  # the driver verified the files
+    data = node_dataset(cfg, meta.get("data_checksum", ""))
     trainer = Trainer(cfg, data)
     run_id, best = _restore(trainer)
     run = open_trial_run(trainer, config, meta, ctx.get_trial_id(), ctx.get_trial_name(), run_id,
@@ -147,6 +147,7 @@ def open_trial_run(trainer: Trainer, config: dict[str, Any], meta: dict[str, Any
     if run.new:
         mlflow_log.log_params(uri, run.run_id, all_params(cfg))
         mlflow_log.log_dataset(uri, run.run_id, cfg.dataset, trainer.data.checksum, cfg.data_root, split_profile(cfg))
+    mlflow_log.set_tags(uri, run.run_id, node_tags())  # where it (last) ran
     if trainer.epoch > 0:
         run.log_metric("resumed_from_epoch", trainer.epoch, step=trainer.epoch)
         mlflow_log.set_tags(uri, run.run_id, {"resumed_from_epoch": trainer.epoch})

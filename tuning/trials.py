@@ -4,12 +4,14 @@ searched values, final accuracies) and every epoch's metrics."""
 from __future__ import annotations
 
 import json
+import posixpath
 from dataclasses import dataclass
-from pathlib import Path
 
 import pandas as pd
+import pyarrow.fs as pafs
 
 from tuning.settings import METRIC, TIME_ATTR
+from tuning.storage import Storage
 
 DIVERGED_FILE = "diverged.json"  # tuning.trainable.DIVERGED_FILE (not imported: no torch here)
 
@@ -37,11 +39,13 @@ class Trials:
         return done.sort_values(["best_val_acc", "epochs"], ascending=False).iloc[0]
 
 
-def _history(trial_dir: Path, trial_id: str) -> pd.DataFrame:
-    path = trial_dir / "result.json"
+def _history(fs: pafs.FileSystem, trial_dir: str, trial_id: str) -> pd.DataFrame:
+    path = posixpath.join(trial_dir, "result.json")
     rows = []
-    if path.exists():
-        for line in path.read_text().splitlines():
+    if fs.get_file_info(path).type == pafs.FileType.File:
+        with fs.open_input_stream(path) as f:
+            text = f.read().decode()
+        for line in text.splitlines():
             if line.strip():
                 record = json.loads(line)
                 record.pop("config", None)
@@ -68,23 +72,25 @@ def _float(v: object) -> float | None:
     return None if v is None or pd.isna(v) else float(v)
 
 
-def read_trials(experiment_path: str | Path, searched: list[str], max_epochs: int) -> Trials:
-    """All trials of the search at ``experiment_path`` (Tune's saved experiment state)."""
+def read_trials(storage: Storage, name: str, searched: list[str], max_epochs: int) -> Trials:
+    """All trials of the search ``name`` in ``storage`` (Tune's saved experiment state)."""
     from ray.tune import ExperimentAnalysis
-    analysis = ExperimentAnalysis(str(experiment_path))
+    path, fs = storage.ray_location(name)
+    analysis = ExperimentAnalysis(path, storage_filesystem=fs)
     rows, histories = [], []
     for trial in analysis.trials:
-        hist = _history(Path(trial.path), trial.trial_id)
+        hist = _history(storage.filesystem, trial.path, trial.trial_id)
         last = hist.iloc[-1] if not hist.empty else pd.Series(dtype=object)
         epochs = int(last.get(TIME_ATTR, 0)) if not hist.empty else 0
         status = {"ERROR": "error", "TERMINATED": "finished" if epochs >= max_epochs else "stopped"}.get(
             trial.status, trial.status.lower())
-        if (Path(trial.path) / DIVERGED_FILE).is_file():  # its loss became NaN/inf: no accuracy counts
+        marker = posixpath.join(trial.path, DIVERGED_FILE)
+        if storage.filesystem.get_file_info(marker).type == pafs.FileType.File:  # its loss became NaN/inf
             status = "diverged"
         row = {"trial_id": trial.trial_id, "status": status, "epochs": epochs,
                "val_acc": last.get(METRIC), "test_acc": last.get(TEST_METRIC), **best_epoch(hist)}
         row |= {name: trial.config.get(name) for name in searched}
-        row["trial_dir"] = Path(trial.path).name
+        row["trial_dir"] = posixpath.basename(trial.path)
         rows.append(row)
         histories.append(hist)
     table = pd.DataFrame(rows)

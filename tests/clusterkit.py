@@ -1,0 +1,285 @@
+"""The parts of a multi-node deployment, started on this machine for tests: moto's S3
+server, a throwaway PostgreSQL cluster, an MLflow tracking server on it with artifacts
+in S3, and a Ray cluster of a head and worker nodes. Each part is a context manager that
+stops exactly the processes it started; ``missing()`` says which part cannot be found."""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+BIN = Path(sys.executable).parent
+CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": "us-east-1"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def pg_bin() -> Path | None:
+    """The folder of Debian's PostgreSQL binaries (initdb, pg_ctl), newest version."""
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda p: int(Path(p).parts[4]))
+    return Path(found[-1]).parent if found else shutil.which("initdb") and Path(shutil.which("initdb")).parent
+
+
+def moto_server_bin() -> str | None:
+    return shutil.which("moto_server", path=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
+
+
+def missing() -> str:
+    """Why the parts cannot be started here ('' when all can)."""
+    import importlib.util
+    if moto_server_bin() is None:
+        return "moto's S3 server (pip install 'moto[server]') not found"
+    if pg_bin() is None:
+        return "PostgreSQL (apt-get install postgresql) not found"
+    for module, package in (("psycopg", "psycopg[binary]"), ("boto3", "boto3")):
+        if importlib.util.find_spec(module) is None:
+            return f"{module} (pip install '{package}') not found"
+    if os.geteuid() == 0:
+        try:
+            pwd.getpwnam("postgres")
+        except KeyError:
+            return "user postgres (made by Debian's postgresql package) not found; PostgreSQL refuses to run as root"
+    return ""
+
+
+def _wait(check, what: str, timeout: float, proc: subprocess.Popen | None = None, log: Path | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if check():
+                return
+        except Exception:  # not up yet
+            pass
+        if proc is not None and proc.poll() is not None:
+            tail = log.read_text()[-2000:] if log is not None and log.exists() else ""
+            raise RuntimeError(f"{what} exited with {proc.returncode}:\n{tail}")
+        if time.monotonic() > deadline:
+            tail = log.read_text()[-2000:] if log is not None and log.exists() else ""
+            raise RuntimeError(f"{what} not up after {timeout:.0f} s:\n{tail}")
+        time.sleep(0.5)
+
+
+def stop_group(proc: subprocess.Popen, timeout: float = 20) -> None:
+    """SIGTERM the process group of ``proc`` (started with start_new_session), then SIGKILL."""
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(10)
+
+
+# ---------------------------------------------------------------- S3 (moto)
+
+
+@dataclass
+class S3:
+    endpoint: str
+    bucket: str
+
+    def client(self):
+        import boto3
+        return boto3.client("s3", endpoint_url=self.endpoint, region_name="us-east-1",
+                            aws_access_key_id="testing", aws_secret_access_key="testing")
+
+    def objects(self, prefix: str) -> dict[str, float]:
+        """Key -> last-modified time (epoch seconds) of the objects under ``prefix``."""
+        out, token = {}, None
+        while True:
+            kw = {"Bucket": self.bucket, "Prefix": prefix, **({"ContinuationToken": token} if token else {})}
+            page = self.client().list_objects_v2(**kw)
+            out |= {o["Key"]: o["LastModified"].timestamp() for o in page.get("Contents", [])}
+            if not page.get("IsTruncated"):
+                return out
+            token = page["NextContinuationToken"]
+
+    def keys(self, prefix: str) -> list[str]:
+        return list(self.objects(prefix))
+
+
+@contextlib.contextmanager
+def moto_s3(logs: Path, bucket: str = "spmi") -> Iterator[S3]:
+    port = free_port()
+    log = logs / "moto.log"
+    proc = subprocess.Popen([moto_server_bin(), "-H", "127.0.0.1", "-p", str(port)], stdout=log.open("w"),
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        s3 = S3(f"http://127.0.0.1:{port}", bucket)
+        _wait(lambda: urllib.request.urlopen(s3.endpoint, timeout=2), "moto_server", 60, proc, log)
+        s3.client().create_bucket(Bucket=bucket)
+        yield s3
+    finally:
+        stop_group(proc)
+
+
+# ---------------------------------------------------------------- PostgreSQL
+
+
+@dataclass
+class Postgres:
+    port: int
+    database: str = "mlflowdb"
+    user: str = "mlflow"
+
+    @property
+    def uri(self) -> str:
+        return f"postgresql://{self.user}@127.0.0.1:{self.port}/{self.database}"
+
+    def query(self, sql: str, *args) -> list[tuple]:
+        import psycopg
+        with psycopg.connect(host="127.0.0.1", port=self.port, user=self.user, dbname=self.database) as conn:
+            return conn.execute(sql, args).fetchall()
+
+
+@contextlib.contextmanager
+def postgres(logs: Path) -> Iterator[Postgres]:
+    """A throwaway cluster (initdb, trust auth, 127.0.0.1 only) in a temporary folder;
+    as root it runs as user postgres, which the folder then belongs to."""
+    binary = pg_bin()
+    folder = Path(tempfile.mkdtemp(prefix="spmi-pg-"))
+    as_user: list[str] = []
+    if os.geteuid() == 0:
+        user = pwd.getpwnam("postgres")
+        os.chown(folder, user.pw_uid, user.pw_gid)
+        as_user = ["runuser", "-u", "postgres", "--"]
+    data, pg = folder / "data", Postgres(free_port())
+    ctl = [*as_user, str(binary / "pg_ctl"), "-D", str(data)]
+    started = False
+    try:
+        subprocess.run([*as_user, str(binary / "initdb"), "-D", str(data), "-A", "trust", "-U", pg.user],
+                       check=True, capture_output=True, timeout=180)
+        opts = f"-c listen_addresses=127.0.0.1 -p {pg.port} -k {folder} -c fsync=off"
+        subprocess.run([*ctl, "-o", opts, "-l", str(folder / "log"), "-w", "-t", "120", "start"], check=True,
+                       capture_output=True, timeout=180)
+        started = True
+        import psycopg
+        with psycopg.connect(host="127.0.0.1", port=pg.port, user=pg.user, dbname="postgres",
+                             autocommit=True) as conn:
+            conn.execute(f"CREATE DATABASE {pg.database}")
+        yield pg
+    finally:
+        if started:
+            subprocess.run([*ctl, "stop", "-m", "fast"], capture_output=True, timeout=120)
+        with contextlib.suppress(OSError):
+            shutil.copyfile(folder / "log", logs / "postgres.log")
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+# ---------------------------------------------------------------- MLflow server
+
+
+class MlflowServer:
+    """``mlflow server`` on PostgreSQL with artifacts in S3; ``stop()``/``start()`` again
+    on the same port (an outage)."""
+
+    def __init__(self, pg: Postgres, s3: S3, logs: Path):
+        self.port, self.pg, self.s3, self.logs = free_port(), pg, s3, logs
+        self.proc: subprocess.Popen | None = None
+        self.starts = 0
+
+    @property
+    def uri(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def healthy(self) -> bool:
+        with urllib.request.urlopen(self.uri + "/health", timeout=5) as reply:
+            return reply.status == 200
+
+    def start(self, timeout: float = 300) -> None:
+        self.starts += 1
+        log = self.logs / f"mlflow-server-{self.starts}.log"
+        env = {**os.environ, **CREDENTIALS, "MLFLOW_S3_ENDPOINT_URL": self.s3.endpoint}
+        cmd = [str(BIN / "mlflow"), "server", "--backend-store-uri", self.pg.uri,
+               "--artifacts-destination", f"s3://{self.s3.bucket}/mlartifacts",
+               "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1"]
+        self.proc = subprocess.Popen(cmd, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+        _wait(self.healthy, "mlflow server", timeout, self.proc, log)
+        # the first query of the database is slow (tens of seconds on a busy machine): not a client's
+        request = urllib.request.Request(self.uri + "/api/2.0/mlflow/experiments/search", method="POST",
+                                         data=b'{"max_results": 1}', headers={"Content-Type": "application/json"})
+        urllib.request.urlopen(request, timeout=timeout).read()
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop_group(self.proc)
+            self.proc = None
+
+
+@contextlib.contextmanager
+def mlflow_server(pg: Postgres, s3: S3, logs: Path) -> Iterator[MlflowServer]:
+    server = MlflowServer(pg, s3, logs)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+
+
+# ---------------------------------------------------------------- Ray
+
+
+def driver_env(home: Path | None = None) -> dict[str, str]:
+    """The environment of a search driver joining ``ray_cluster``: this process's without
+    MLflow and AWS settings, plus the object store's credentials; with ``home``, a HOME of
+    its own. Where Ray's token authentication is on, the driver reads the cluster's token
+    from this process's ~/.ray (RAY_AUTH_TOKEN_PATH), as a real cluster's user would."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "AWS_"))}
+    token = Path.home() / ".ray" / "auth_token"
+    if token.is_file() and not {"RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"} & set(env):
+        env["RAY_AUTH_TOKEN_PATH"] = str(token)
+    return {**env, **CREDENTIALS, **({"HOME": str(home)} if home is not None else {})}
+
+
+@contextlib.contextmanager
+def clean_environ(prefixes: tuple[str, ...] = ("MLFLOW_", "AWS_")) -> Iterator[None]:
+    """Without these variables for a while: Ray nodes started meanwhile (and so their
+    trials) get such settings only through a job's runtime environment."""
+    saved = {k: v for k, v in os.environ.items() if k.startswith(prefixes)}
+    for k in saved:
+        del os.environ[k]
+    try:
+        yield
+    finally:
+        os.environ.update(saved)
+
+
+@contextlib.contextmanager
+def ray_cluster(workers: int = 2, cpus: int = 1) -> Iterator[object]:
+    """A head with no CPUs (so every trial runs on a worker node) and ``workers`` nodes of
+    ``cpus`` CPUs each, all on this machine (``ray.cluster_utils.Cluster``)."""
+    from ray.cluster_utils import Cluster
+    common = {"include_dashboard": False, "object_store_memory": 96 * 1024**2}
+    with clean_environ():
+        cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, **common})
+        try:
+            for _ in range(workers):
+                cluster.add_node(num_cpus=cpus, **common)
+            cluster.wait_for_nodes()
+        except BaseException:
+            cluster.shutdown()
+            raise
+    try:
+        yield cluster
+    finally:
+        cluster.shutdown()
