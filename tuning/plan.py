@@ -196,9 +196,11 @@ def check_writable(storage: Path) -> None:
     not minutes of retries inside Ray."""
     if storage.exists() and not storage.is_dir():
         raise ValueError(f"--storage-path {storage} is a file, not a folder")
+    probe = storage
+    while not probe.exists():  # nothing is created before the search is known to start
+        probe = probe.parent
     try:
-        storage.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=storage):
+        with tempfile.TemporaryFile(dir=probe):
             pass
     except OSError as err:
         raise ValueError(f"--storage-path {storage} cannot be written ({err.strerror or err}); "
