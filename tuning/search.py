@@ -64,6 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--storage-path", default="hpo_results", help="folder of the searches and the MLflow store")
     s.add_argument("--resume", action="store_true", help="continue the named (or latest) search of method/dataset")
     s.add_argument("--tracking-uri", help="MLflow tracking server (default: sqlite under --storage-path)")
+    s.add_argument("--time-budget", metavar="DURATION",
+                   help="stop this session gracefully after e.g. 90m, 2h or 1h30m (resumable; report of what finished)")
     r = p.add_argument_group("resources")
     r.add_argument("--gpus-per-trial", type=float,
                    help="GPUs per trial (per worker with --workers-per-trial > 1), fractions allowed for "
@@ -131,7 +133,9 @@ def start_tracking(plan: P.SearchPlan) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from tuning import cost
     try:
+        budget = cost.parse_duration(args.time_budget) if args.time_budget else None
         plan, resumed = prepare(args)
     except (ValueError, DataError) as err:
         print(f"error: {err}", file=sys.stderr)
@@ -142,8 +146,10 @@ def main(argv: list[str] | None = None) -> int:
         except Exception as err:  # MLflow raises its own types
             print(f"error: could not set up MLflow at {plan.tracking_uri}: {err}", file=sys.stderr)
             return 2
+    if plan.gpus_per_trial == 0 and plan.workers_per_trial == 1:  # GPUs: the running estimate only
+        print("\n".join(cost.start_message(plan, cost.core_matmul_flops())), flush=True)
     from tuning.runner import run_search
-    return run_search(plan, resumed, args.address)
+    return run_search(plan, resumed, args.address, budget)
 
 
 if __name__ == "__main__":
