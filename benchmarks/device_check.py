@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -66,14 +67,21 @@ def search_row(label: str, root: Path, storage: Path, gpus: float, cpus: int, co
         cmd += ["--labelled", "20", "--val-size", "20", "--unlabelled-size", "40", "--set", "batch_size=8",
                 "--set", "eval_batch_size=64"]
     t = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=storage, capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.Popen(cmd, cwd=storage, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    try:
+        output, _ = proc.communicate(timeout=timeout)
+        code: int | str = proc.returncode
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)  # the driver and the Ray processes it started
+        output, code = proc.communicate()[0] or "", f"timeout after {timeout:.0f} s"
     wall = time.perf_counter() - t
     done, epoch_s = _trial_seconds(storage / label)
     setting = f"{trials} trials x {epochs} epochs, {gpus:g} GPU + {cpus} CPU each, {done} done"
-    row = {"check": f"search {label}", "setting": setting, "wall s": wall, "exit": proc.returncode,
+    row = {"check": f"search {label}", "setting": setting, "wall s": wall, "exit": code,
            "trials_done": done, "trial_epoch_seconds": epoch_s}
-    if proc.returncode != 0:
-        row["output_tail"] = (proc.stdout + proc.stderr)[-3000:]
+    if code != 0:
+        row["output_tail"] = output[-3000:]
     return row
 
 
