@@ -146,8 +146,8 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append(search_row("cpu", roots["fmnist"], storage, 0, 1, 2, 2, 1, True, 600))
             else:
                 cpus = max(1, (os.cpu_count() or 4) // 4)
-                rows.append(search_row("gpu-quarter", roots["fmnist"], storage, 0.25, cpus, 4, 4, 3, False, 240))
-                rows.append(search_row("gpu-whole", roots["fmnist"], storage, 1, cpus, None, 4, 3, False, 240))
+                rows.append(search_row("gpu-quarter", roots["fmnist"], storage, 0.25, cpus, 4, 4, 3, False, 150))
+                rows.append(search_row("gpu-whole", roots["fmnist"], storage, 1, cpus, None, 4, 3, False, 150))
     print(table(rows))
     for r in rows:
         if r.get("exit"):
