@@ -124,3 +124,21 @@ def test_search_measures_the_test_set_only_at_new_bests(tmp_path):
     assert plan_.base["eval_test"] == "best"
     plan_, _ = search.prepare(search.build_parser().parse_args([*common, "--name", "b", "--set", "eval_test=every"]))
     assert plan_.base["eval_test"] == "every"
+
+
+@pytest.mark.slow
+def test_time_budget_stops_resumably_with_a_report(tmp_path):
+    """A budget far below the search's length: the driver stops gracefully (exit 130),
+    writes the report of what it has, and --resume finishes the search."""
+    from test_search import common, run_cli, write_tiny
+    tiny = write_tiny(tmp_path / "tiny")
+    storage = tmp_path / "hpo"
+    args = [*common(tiny, storage), "--num-samples", "3", "--max-epochs", "3", "--name", "budget"]
+    stopped = run_cli([*args, "--time-budget", "1s"], tmp_path, timeout=300)
+    assert stopped.returncode == 130, stopped.stdout[-3000:]
+    assert "time budget of 1 s reached" in stopped.stdout and "--resume" in stopped.stdout
+    assert "rough estimate" in stopped.stdout
+    assert (storage / "budget" / "report" / "report.md").is_file()
+    resumed = run_cli([*args, "--resume"], tmp_path, timeout=300)
+    assert resumed.returncode == 0, resumed.stdout[-3000:]
+    assert "best settings: lr=" in resumed.stdout
