@@ -142,6 +142,25 @@ class Steps:
             t.optimizer.step()
 
 
+OP_GROUPS = (("conv_linear", ("convolution", "mm", "addmm", "bmm", "linear")), ("batchnorm", ("batch_norm",)),
+             ("pool", ("max_pool",)), ("relu", ("relu", "threshold", "clamp")),
+             ("loss", ("softmax", "nll", "exp", "gather")))
+
+
+def profile_steps(st: Steps) -> dict[str, float]:
+    """Shares of the SPMI steps' operator time by kind (self CPU time of aten ops)."""
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        st.train()
+    shares: dict[str, float] = {}
+    for event in prof.key_averages():
+        if not event.key.startswith("aten::"):
+            continue
+        group = next((g for g, words in OP_GROUPS if any(w in event.key for w in words)), "other")
+        shares[group] = shares.get(group, 0.0) + event.self_cpu_time_total
+    total = sum(shares.values()) or 1.0
+    return {g: v / total for g, v in sorted(shares.items(), key=lambda kv: -kv[1])}
+
+
 def label_pass(trainer: Trainer, epoch: int) -> None:
     trainer.model.eval()
     trainer.method.epoch_start(epoch, trainer.predict)
@@ -227,6 +246,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "eval_share_of_spmi_epoch": t["eval_val_test"] / (epoch_figures("")["epoch_seconds_spmi"]
                                                            + t["eval_val_test"]),
     }
+    if args.profile and dev.type == "cpu":
+        shares = profile_steps(spmi)
+        gemm_at_peak = 3 * flops_img * spmi.images / peak
+        rest = t["spmi_fwdbwd"] * (1 - shares.get("conv_linear", 0.0))
+        out["profile_shares"] = shares
+        # the peak fraction if every conv/linear ran at the peak and everything else took as long as now
+        out["fwd_bwd_peak_fraction_bound"] = gemm_at_peak / (gemm_at_peak + rest)
     if args.compare:
         old = epoch_figures("before_")
         out["before"] = {**old, "eval_seconds_val_test": t["before_eval"]}
@@ -256,6 +282,9 @@ def print_table(r: dict[str, Any]) -> None:
               f"label-channel pass {f['pass_share']:.1%} ({f['pass_seconds']:.1f} s, "
               f"{f['pass_peak_fraction']:.2f} of peak)")
     print(f"\nevaluation: val+test {r['eval_seconds_val_test']:.2f} s, val only {r['eval_seconds_val_only']:.2f} s")
+    if "profile_shares" in r:
+        print("SPMI step operator time: " + ", ".join(f"{k} {v:.0%}" for k, v in r["profile_shares"].items())
+              + f"; peak fraction with conv/linear at the peak: {r['fwd_bwd_peak_fraction_bound']:.2f}")
     if "speedup" in r:
         print("speed-up (before / now): " + ", ".join(f"{k} {v:.2f}x" for k, v in r["speedup"].items()))
     print("goals: label-channel pass <= 10% of an SPMI epoch; forward/backward >= 0.65 of peak")
@@ -280,6 +309,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=int, default=3, help="interleaved repeats; each figure is the best")
     p.add_argument("--peak-size", type=int, default=2048, help="matrix size of the peak measurement")
     p.add_argument("--compare", action="store_true", help="also time the code paths before the speed work")
+    p.add_argument("--profile", action="store_true", help="CPU: operator-time shares of the SPMI steps and the "
+                   "peak fraction reachable if only the conv/linear layers got faster")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     return p
 

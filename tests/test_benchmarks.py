@@ -22,7 +22,7 @@ TINY = ["--no-verify-data", "--labelled", "20", "--val-size", "20", "--unlabelle
 
 def test_epoch_time_json_has_the_tracked_figures(tmp_path, capsys):
     datagen.write_idx_fmnist(tmp_path, 200, 40)
-    epoch_time.main(["--data-root", str(tmp_path), *TINY, "--compare", "--json"])
+    epoch_time.main(["--data-root", str(tmp_path), *TINY, "--compare", "--profile", "--json"])
     r = json.loads(capsys.readouterr().out)
     assert r["threads"] == torch.get_num_threads()
     assert r["steps_per_epoch"] == 6 and r["unlabelled"] == 48  # ceil(48 / 8)
@@ -33,6 +33,8 @@ def test_epoch_time_json_has_the_tracked_figures(tmp_path, capsys):
         assert 0 < r[key] < 1, key
     assert r["pass_share"] + r["augment_share"] + r["fwd_bwd_share"] == pytest.approx(1.0)
     assert set(r["speedup"]) >= {"pass", "spmi_fwd_bwd", "epoch_spmi"} and 0 < r["before"]["pass_share"] < 1
+    assert sum(r["profile_shares"].values()) == pytest.approx(1.0) and r["profile_shares"]["conv_linear"] > 0
+    assert r["fwd_bwd_peak_fraction_bound"] > 0
 
 
 @pytest.mark.slow
