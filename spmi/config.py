@@ -55,7 +55,12 @@ class TrainConfig:
     precision: str = option("fp32", "fp32, or bf16 autocast", choices=("fp32", "bf16"))
     channels_last: bool = option(True, "channels_last memory format (4x faster LeNet training on CPU)")
     eval_every: int = option(1, "evaluate validation and test accuracy every N epochs", min=1)
+    eval_test: str = option("every", "when test accuracy is measured: every (with each evaluation), best (at each "
+                            "new best val/acc and the last epoch; records carry the latest) or end (last epoch)",
+                            choices=("every", "best", "end"))
     eval_batch_size: int = option(1024, "batch size of evaluation and label-channel passes", min=1)
+    fold_bn: bool = option(True, "fold BatchNorm into the preceding conv/linear layer for label-channel passes "
+                                 "and evaluation (faster inference; same outputs up to float rounding)")
     device: str = option("auto", "cpu, cuda, cuda:N or auto")
     seed: int = option(123, "seed of the split, partial labels, initialisation and sampling")
     out: str | None = option(None, "run folder: metrics.jsonl, checkpoint.pt")

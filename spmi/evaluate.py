@@ -9,7 +9,7 @@ import torch
 from torch import Tensor, nn
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def count_correct(model: nn.Module, images: Tensor, labels: Tensor, prepare: Callable[[Tensor], Tensor],
                   batch_size: int, autocast: Callable[[], AbstractContextManager]) -> Tensor:
     """Number of ``images`` (uint8, on the model's device) whose argmax equals ``labels``

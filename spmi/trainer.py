@@ -37,6 +37,7 @@ from spmi.evaluate import count_correct
 from spmi.methods import get_method
 from spmi.methods.base import Batch, MethodContext
 from spmi.models import create_model
+from spmi.models.fold import fold_batchnorm
 from spmi.optim import build_optimizer, cosine_lr, set_lr
 from spmi.options import build
 from spmi.sampling import CyclicSampler
@@ -45,7 +46,7 @@ Callback = Callable[[dict[str, Any], "Trainer"], None]
 CHECKPOINT_NAME = "checkpoint.pt"
 # config fields that may differ between a run and its resumption (they do not change results)
 RESUMABLE_CHANGES = frozenset({"out", "progress", "device", "checkpoint_every", "data_root", "download", "verify_data",
-                               "eval_batch_size", "eval_every"})
+                               "eval_batch_size", "eval_every", "eval_test", "fold_bn"})
 # single process: steps between checks of the running loss (a device sync each)
 DIVERGENCE_CHECK_STEPS = 8
 
@@ -136,6 +137,7 @@ class Trainer:
         self.steps_per_epoch = -(-max(len(self.lab_idx), len(self.unl_idx)) // cfg.batch_size)
         self.epoch = 0
         self.last_eval: dict[str, float] = {}
+        self.best_val = float("-inf")  # the best val/acc so far (eval_test="best")
 
     # -- helpers -------------------------------------------------------------------
     def autocast(self) -> contextlib.AbstractContextManager:
@@ -155,32 +157,61 @@ class Trainer:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
 
+    def inference_model(self) -> torch.nn.Module:
+        """The network for inference passes: an eval-mode copy with BatchNorm folded into
+        the layers before it (``fold_bn``), else the network itself (the caller sets eval)."""
+        return fold_batchnorm(self.model, self.channels_last) if self.cfg.fold_bn else self.model
+
     @torch.inference_mode()
-    def predict(self, part: str) -> Tensor:
-        """Softmax outputs of the whole labelled or unlabelled set (weak view, eval mode);
-        every rank computes its shard and receives the full, ordered result."""
+    def predict(self, part: str, model: torch.nn.Module | None = None) -> Tensor:
+        """Softmax outputs of the whole labelled or unlabelled set (weak view, eval mode;
+        ``model``: an ``inference_model()`` to reuse); every rank computes its shard and
+        receives the full, ordered result."""
+        model = model if model is not None else self.inference_model()
         idx = self.comm.shard(self.lab_idx if part == "lab" else self.unl_idx)
         out = []
         for chunk in idx.split(self.cfg.eval_batch_size):
             x = self._layout(self.augmenter.weak(self.train_x[chunk], self.aug_gen))
             with self.autocast():
-                logits = self.model(x)
+                logits = model(x)
             out.append(torch.softmax(logits.float(), dim=1))
         probs = torch.cat(out) if out else torch.empty(0, self.num_classes, device=self.device)
         return self.comm.all_gather_cat(probs)
 
-    def _accuracy(self, x: Tensor, y: Tensor) -> float:
+    def _accuracy(self, model: torch.nn.Module, x: Tensor, y: Tensor) -> float:
         """Accuracy on (x, y); each rank counts its shard, the counts are summed."""
         if len(y) == 0:
             return float("nan")
         shard = self.comm.shard
-        correct = count_correct(self.model, shard(x), shard(y), lambda b: self._layout(self.augmenter.plain(b)),
+        correct = count_correct(model, shard(x), shard(y), lambda b: self._layout(self.augmenter.plain(b)),
                                 self.cfg.eval_batch_size, self.autocast)
         return int(self.comm.all_reduce_sum(correct)) / len(y)
 
-    def evaluate(self) -> dict[str, float]:
-        return {"val/acc": self._accuracy(self.train_x[self.val_idx], self.train_y[self.val_idx]),
-                "test/acc": self._accuracy(self.test_x, self.test_y)}
+    def evaluate(self, test: bool = True) -> dict[str, float]:
+        """val/acc, and test/acc when ``test``."""
+        model = self.inference_model()
+        out = {"val/acc": self._accuracy(model, self.train_x[self.val_idx], self.train_y[self.val_idx])}
+        if test:
+            out["test/acc"] = self._accuracy(model, self.test_x, self.test_y)
+        return out
+
+    def _epoch_evaluation(self, last: bool) -> dict[str, float]:
+        """This epoch's evaluation. Under ``eval_test`` best/end the test set is measured
+        only at a new best val/acc (best) and at the last epoch; in between the latest
+        test/acc is carried, and ``test/epoch`` names the epoch it was measured at."""
+        mode = self.cfg.eval_test
+        model = self.inference_model()
+        out = {"val/acc": self._accuracy(model, self.train_x[self.val_idx], self.train_y[self.val_idx])}
+        new_best = out["val/acc"] > self.best_val  # NaN (no validation set) is never a best
+        if new_best:
+            self.best_val = out["val/acc"]
+        if mode == "every" or last or (mode == "best" and new_best):
+            out["test/acc"] = self._accuracy(model, self.test_x, self.test_y)
+            if mode != "every":
+                out["test/epoch"] = self.epoch
+        else:
+            out |= {k: self.last_eval[k] for k in ("test/acc", "test/epoch") if k in self.last_eval}
+        return out
 
     def _sync_buffers(self) -> None:
         """Give every rank rank 0's BatchNorm buffers (differ only without sync_bn)."""
@@ -231,7 +262,7 @@ class Trainer:
 
         last = epoch + 1 == cfg.epochs
         if (epoch + 1) % cfg.eval_every == 0 or last:
-            self.last_eval = self.evaluate()
+            self.last_eval = self._epoch_evaluation(last)
         t3 = time.perf_counter()
         self.epoch += 1
         return {"epoch": epoch, "lr": lr, **losses, **self.last_eval, **self.method.diagnostics(),
@@ -265,7 +296,7 @@ class Trainer:
             "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
             "method": self.method.state_dict(), "split": dataclasses.asdict(self.split),
             "samplers": {"lab": self.lab_sampler.state_dict(), "unl": self.unl_sampler.state_dict()},
-            "rng": rng, "last_eval": dict(self.last_eval),
+            "rng": rng, "last_eval": dict(self.last_eval), "best_val": self.best_val,
         }
 
     def load_state_dict(self, state: dict[str, Any], allow_schedule_change: bool = False) -> None:
@@ -288,6 +319,7 @@ class Trainer:
         if "cuda" in state["rng"] and self.device.type == "cuda":
             torch.cuda.set_rng_state(state["rng"]["cuda"], self.device)
         self.last_eval = dict(state["last_eval"])
+        self.best_val = float(state.get("best_val", float("-inf")))
 
     def _load_aug_state(self, rng: dict[str, Tensor]) -> None:
         """This rank's augmentation stream; from a checkpoint of another world size rank 0

@@ -157,3 +157,48 @@ class _nullcontext:
 
     def __exit__(self, *a):
         return False
+
+
+def _close(a, b):
+    if isinstance(a, list):
+        return len(a) == len(b) and all(_close(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, float):
+        return b == pytest.approx(a, rel=1e-4, abs=1e-5)
+    return a == b
+
+
+def test_folded_inference_records_the_same_run(data):
+    """fold_bn changes only float rounding of the label-channel pass and evaluation."""
+    _, folded = run(config(fold_bn=True), data)
+    _, plain = run(config(fold_bn=False), data)
+    for f, p in zip(folded, plain, strict=True):
+        assert f.keys() == p.keys()
+        assert all(_close(p[k], f[k]) for k in p), {k: (p[k], f[k]) for k in p if not _close(p[k], f[k])}
+
+
+def test_eval_test_end_measures_test_only_at_the_last_epoch(data):
+    _, every = run(config(), data)
+    _, end = run(config(eval_test="end"), data)
+    assert all("test/acc" not in r and r["val/acc"] == e["val/acc"] for r, e in zip(end[:-1], every, strict=False))
+    assert end[-1]["test/acc"] == every[-1]["test/acc"] and end[-1]["test/epoch"] == 3
+    assert [r["loss/total"] for r in end] == [r["loss/total"] for r in every]  # training is untouched
+
+
+def test_eval_test_best_measures_test_at_each_new_best_val(data):
+    _, every = run(config(epochs=5), data)
+    _, best = run(config(epochs=5, eval_test="best"), data)
+    vals = [r["val/acc"] for r in every]
+    assert [r["val/acc"] for r in best] == vals and [r["loss/total"] for r in best] == [r["loss/total"] for r in every]
+    for e, r in enumerate(best):
+        first_best = max(range(e + 1), key=lambda i: (vals[i], -i))  # the first epoch reaching the best so far
+        assert r["test/epoch"] == (e if e == 4 else first_best)
+        assert r["test/acc"] == every[r["test/epoch"]]["test/acc"]
+
+
+def test_eval_test_best_resumes_with_its_best_val(data, tmp_path):
+    full, full_records = run(config(epochs=5, eval_test="best"), data)
+    first, _ = run(config(epochs=5, eval_test="best"), data, epochs=2)
+    resumed = Trainer(config(epochs=5, eval_test="best"), data)
+    resumed.load(first.save(tmp_path / "ck.pt"))
+    _, rest = run(config(epochs=5, eval_test="best"), data, trainer=resumed)
+    assert rest == full_records[2:]

@@ -257,6 +257,8 @@ def make_plan(args: Any, storage: Storage, name: str, tracking_uri: str) -> tupl
     if args.no_verify_data:
         values["verify_data"] = False
     values |= parse_sets(args.set or [], args.method, space)
+    # the search decides on val/acc: the test set only at each new best val/acc and the last epoch
+    values.setdefault("eval_test", "best")
     max_epochs = int(pick("max_epochs", S.PAPER_EPOCHS))
     if max_epochs < 1:
         raise ValueError(f"--max-epochs {max_epochs} must be >= 1")

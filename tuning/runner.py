@@ -15,7 +15,7 @@ from ray import tune
 from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search import ConcurrencyLimiter
 
-from tuning import mlflow_log, optuna_study
+from tuning import cost, cost_watch, mlflow_log, optuna_study
 from tuning.callbacks import CloseTrialRuns, ReleaseTrainGroups
 from tuning.plan import SearchPlan
 from tuning.settings import DRIVER_CPU, DRIVER_HEADROOM_CPUS, REPO_ROOT, TIME_ATTR, TRAIN_RUNS_DIR
@@ -151,8 +151,14 @@ def build_tuner(plan: SearchPlan) -> tune.Tuner:
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
             failure_config=tune.FailureConfig(max_failures=1),
             callbacks=[CloseTrialRuns(plan.tracking_uri, plan.experiment_id, plan.max_epochs,
-                                      parent_run_id=plan.parent_run_id, scheme=plan.storage.scheme)]
+                                      parent_run_id=plan.parent_run_id, scheme=plan.storage.scheme),
+                       cost_watch.CostWatch(plan.tracking_uri, plan.parent_run_id, plan.num_samples,
+                                            plan.max_concurrent or 1, asha_of(plan))]
             + ([ReleaseTrainGroups()] if plan.workers_per_trial > 1 else [])))
+
+
+def asha_of(plan: SearchPlan) -> cost.Asha:
+    return cost.Asha(plan.max_epochs, plan.grace_period, plan.reduction_factor)
 
 
 def reporter(plan: SearchPlan, space: Any) -> tune.CLIReporter:
@@ -169,7 +175,8 @@ def trial_states(plan: SearchPlan) -> dict[str, str]:
     return {t.trial_id: t.status for t in analysis.trials}
 
 
-def run_search(plan: SearchPlan, resumed: bool, address: str | None) -> int:
+def run_search(plan: SearchPlan, resumed: bool, address: str | None, time_budget: float | None = None) -> int:
+    cost_watch.set_budget(time_budget)
     start_ray(address, plan.workers_per_trial, runtime_env(plan))
     # after ray.init (which installs its own): a job manager's SIGTERM takes Tune's graceful
     # SIGINT path, so the state is saved and the search can be resumed
@@ -204,6 +211,9 @@ def run_search(plan: SearchPlan, resumed: bool, address: str | None) -> int:
 def finish(plan: SearchPlan, states: dict[str, str]) -> int:
     """Close the runs, write and log the report, print the outcome."""
     done = sum(s in ("TERMINATED", "ERROR") for s in states.values())
+    if done < plan.num_samples and cost_watch.budget_reached():  # a report of what finished
+        from tuning.report import make_report
+        print(make_report(plan.experiment_path, endpoint=plan.storage_endpoint).summary(), flush=True)
     if done < plan.num_samples:
         endpoint = f" --storage-endpoint {plan.storage_endpoint}" if plan.storage_endpoint else ""
         print(f"search interrupted ({done}/{plan.num_samples} trials done); continue it with:\n  python "

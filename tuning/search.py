@@ -79,6 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: sqlite under --storage-path); the study is named like the search")
     s.add_argument("--warm-start", metavar="NAME",
                    help="seed TPE with the evaluated trials of the earlier search NAME (same Optuna storage)")
+    s.add_argument("--time-budget", metavar="DURATION",
+                   help="stop this session gracefully after e.g. 90m, 2h or 1h30m (resumable; report of what finished)")
     r = p.add_argument_group("resources")
     r.add_argument("--gpus-per-trial", type=float,
                    help="GPUs per trial (per worker with --workers-per-trial > 1), fractions allowed for "
@@ -213,7 +215,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.storage_endpoint and args.storage_path.startswith("s3://"):
         # MLflow's S3 artifact client (an embedded store's artifacts) reads this one
         os.environ.setdefault("MLFLOW_S3_ENDPOINT_URL", args.storage_endpoint)
+    from tuning import cost
     try:
+        budget = cost.parse_duration(args.time_budget) if args.time_budget else None
         plan, resumed = prepare(args)
         if not resumed:
             plan.command = "python tuning/search.py " + shlex.join(sys.argv[1:] if argv is None else argv)
@@ -232,8 +236,10 @@ def main(argv: list[str] | None = None) -> int:
             except Exception as err:  # MLflow raises its own types
                 print(f"error: could not set up MLflow at {plan.tracking_uri}: {err}", file=sys.stderr)
                 return 2
+        if plan.gpus_per_trial == 0 and plan.workers_per_trial == 1:  # GPUs: the running estimate only
+            print("\n".join(cost.start_message(plan, cost.core_matmul_flops())), flush=True)
         from tuning.runner import run_search
-        return run_search(plan, resumed, args.address)
+        return run_search(plan, resumed, args.address, budget)
 
 
 if __name__ == "__main__":

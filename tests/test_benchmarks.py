@@ -1,0 +1,54 @@
+"""The benchmarks run: ``epoch_time.py --json`` prints the tracked figures, and
+``device_check.sh --cpu`` (the GPU check's smoke mode) prints its whole table."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import datagen
+from benchmarks import epoch_time
+
+REPO = Path(__file__).resolve().parent.parent
+TINY = ["--no-verify-data", "--labelled", "20", "--val-size", "20", "--unlabelled-size", "48", "--batch-size", "8",
+        "--eval-batch-size", "32", "--steps", "2", "--repeats", "1", "--peak-size", "128", "--device", "cpu"]
+
+
+def test_epoch_time_json_has_the_tracked_figures(tmp_path, capsys):
+    datagen.write_idx_fmnist(tmp_path, 200, 40)
+    epoch_time.main(["--data-root", str(tmp_path), *TINY, "--compare", "--profile", "--json"])
+    r = json.loads(capsys.readouterr().out)
+    assert r["threads"] == torch.get_num_threads()
+    assert r["steps_per_epoch"] == 6 and r["unlabelled"] == 48  # ceil(48 / 8)
+    for key in ("epoch_seconds_warmup", "epoch_seconds_spmi", "fwd_bwd_peak_fraction", "peak_gflops",
+                "eval_seconds_val_test", "eval_seconds_val_only"):
+        assert r[key] > 0, key
+    for key in ("pass_share", "augment_share", "fwd_bwd_share"):
+        assert 0 < r[key] < 1, key
+    assert r["pass_share"] + r["augment_share"] + r["fwd_bwd_share"] == pytest.approx(1.0)
+    assert set(r["speedup"]) >= {"pass", "spmi_fwd_bwd", "epoch_spmi"} and 0 < r["before"]["pass_share"] < 1
+    assert sum(r["profile_shares"].values()) == pytest.approx(1.0) and r["profile_shares"]["conv_linear"] > 0
+    assert r["fwd_bwd_peak_fraction_bound"] > 0
+
+
+@pytest.mark.slow
+def test_device_check_cpu_smoke_prints_the_table(tmp_path):
+    env = {**os.environ, "PYTHON": sys.executable}
+    out = tmp_path / "rows.json"
+    proc = subprocess.run(["bash", str(REPO / "benchmarks" / "device_check.sh"), "--cpu", "--json-out", str(out)],
+                          capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("| ")]
+    assert lines[0].startswith("| check | setting | warm-up epoch s | SPMI epoch s | pass share")
+    settings = [line.split("|")[2].strip() for line in lines[1:]]
+    assert settings[:4] == ["fmnist/lenet fp32", "fmnist/lenet bf16", "cifar10/wrn_28_2 fp32", "cifar10/wrn_28_2 bf16"]
+    assert settings[4].endswith("2 done")
+    rows = json.loads(out.read_text())
+    assert all(r["SPMI epoch s"] > 0 and 0 < r["pass share"] < 1 for r in rows[:4])
+    assert rows[4]["exit"] == 0 and rows[4]["trial_epoch_seconds"] > 0
