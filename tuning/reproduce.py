@@ -55,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val-size", type=int, help="held-out validation images (default 5000)")
     p.add_argument("--unlabelled-size", type=int, help="a random subset of this many unlabelled images")
     p.add_argument("--no-verify-data", action="store_true", help="skip the MD5 check of the dataset files")
+    p.add_argument("--download", action="store_true", help="fetch a missing dataset (else its rows are skipped)")
     p.add_argument("--set", action="append", metavar="NAME=VALUE", help="a TrainConfig value of every run")
     p.add_argument("--paper-numbers", metavar="CSV", help="the paper's accuracies (dataset, labelled, "
                                                           "partial_rate, method, accuracy in percent)")
@@ -196,6 +197,8 @@ def prepare(args: argparse.Namespace) -> tuple[GridPlan, bool]:
                    if v is not None}
         if args.no_verify_data:
             common["verify_data"] = False
+        if args.download:
+            common["download"] = True
         try:
             key = (ds, roots[ds])
             if key not in checksums:
