@@ -340,14 +340,16 @@ def figure(grid: GridPlan, frame: Any, path: Path) -> Path | None:
     plt = plots.plt
     keys = list(dict.fromkeys(zip(ran["dataset"], ran["labelled"], ran["partial_rate"], strict=True)))
     methods = [m for m in grid.extra["methods"] if m in set(ran["method"])]
-    width = 0.8 / len(methods)
+    width, paper_shown = 0.8 / len(methods), False
     fig, ax = plt.subplots(figsize=(max(5, 1.8 * len(keys) * len(methods) / 2), 4.5))
     for i, m in enumerate(methods):
         sub = ran[ran["method"] == m].set_index(["dataset", "labelled", "partial_rate"]).reindex(keys)
         x = np.arange(len(keys)) + (i - (len(methods) - 1) / 2) * width
         ax.bar(x, sub["test_acc_mean"], width, yerr=sub["test_acc_std"].fillna(0), capsize=3, label=m)
-        ax.scatter(x, sub["paper"], marker="_", s=300, color="black", zorder=3,
-                   label="paper" if i == 0 else None)
+        if sub["paper"].notna().any():
+            ax.scatter(x, sub["paper"], marker="_", s=300, color="black", zorder=3,
+                       label=None if paper_shown else "paper")
+            paper_shown = True
     ax.set_xticks(np.arange(len(keys)), [f"{d}\nl={lab} p={p:g}" for d, lab, p in keys])
     ax.set(ylabel="test accuracy (%)", title=f"{grid.name}: {grid.epochs} epochs, {len(grid.seeds)} seeds")
     ax.grid(axis="y", alpha=0.3)
