@@ -64,7 +64,8 @@ def all_params(cfg: TrainConfig) -> dict[str, Any]:
 
 def train_trial(config: dict[str, Any], base: dict[str, Any], meta: dict[str, Any]) -> None:
     """``config``: the searched values; ``base``: the search's flat config; ``meta``: MLflow
-    ids, search name, commit, CPUs (both bound with ``tune.with_parameters``)."""
+    ids, search name, commit, CPUs, optionally the run's ``role`` and extra ``tags`` (both
+    bound with ``tune.with_parameters``)."""
     logging.getLogger("ray.train").setLevel(logging.WARNING)  # no line per checkpoint
     ctx = tune.get_context()
     trial_dir = persistent_trial_dir(ctx)
@@ -139,10 +140,10 @@ def open_trial_run(trainer: Trainer, config: dict[str, Any], meta: dict[str, Any
     """The trial's MLflow run: ``run_id`` (from the checkpoint) or the trial's run continued,
     else a new one with every param; a resumption is recorded as ``resumed_from_epoch``."""
     cfg, uri = trainer.cfg, meta["tracking_uri"]
-    tags = {"role": "trial", "dataset": cfg.dataset, "method": cfg.method, "trial_name": trial_name,
+    tags = {"role": meta.get("role", "trial"), "dataset": cfg.dataset, "method": cfg.method, "trial_name": trial_name,
             "search": meta["search"], "git_commit": meta["git_commit"], "data_checksum": trainer.data.checksum,
             "searched": ",".join(config), mlflow_log.PARENT_TAG: meta["parent_run_id"],
-            **mlflow_log.standard_tags(meta["git_commit"])}
+            **mlflow_log.standard_tags(meta["git_commit"]), **meta.get("tags", {})}
     run = mlflow_log.TrialRun.open(uri, meta["experiment_id"], trial_id, trial_name, tags, run_id=run_id, spool=spool)
     if run.new:
         mlflow_log.log_params(uri, run.run_id, all_params(cfg))

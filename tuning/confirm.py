@@ -1,0 +1,245 @@
+#!/usr/bin/env python
+"""Confirmation of a finished search: its top K configurations (by final val/acc) trained
+with N seeds each at the full budget, as one more Ray Tune run; per configuration mean,
+std and 95% t-interval of val/acc and test/acc, the configuration chosen on validation
+only, and whether the intervals separate the top configurations.
+
+    python tuning/confirm.py spmi-fmnist-quick --storage-path hpo_results --top 3 --seeds 3
+    python tuning/confirm.py spmi-fmnist-quick --storage-path hpo_results          # resumes it
+
+Runs are MLflow children of the search's parent run tagged ``role=confirm``; the result
+is ``<search>/report/confirm.{md,parquet}`` and on the parent run. Bad input is one line
+on stderr (exit 2) before Ray starts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import shlex
+import sys
+from pathlib import Path
+from typing import Any
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from tuning import mlflow_log  # noqa: E402
+from tuning import plan as P  # noqa: E402
+from tuning import search as _search_env  # noqa: E402,F401  (the search's Ray/MLflow environment settings)
+from tuning.grid import GridPlan, all_done, load_grid, results, run_grid  # noqa: E402
+
+GRID_NAME, PLAN_FILE, ROLE = "confirm", "confirm.json", "confirm"
+METRICS = {"val_acc": "val/acc", "test_acc": "test/acc (final epoch)", "best_test_acc": "test/acc (best-val epoch)"}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python tuning/confirm.py", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("name", help="the finished search (its folder under --storage-path)")
+    p.add_argument("--storage-path", default="hpo_results", help="folder of the searches")
+    p.add_argument("--top", type=int, default=3, help="configurations K: the search's best by final val/acc")
+    p.add_argument("--seeds", type=int, default=3, help="seeds N per configuration")
+    p.add_argument("--first-seed", type=int, default=1, help="seeds are first-seed .. first-seed + N - 1")
+    p.add_argument("--epochs", type=int, help="epochs of every run (default: the search's max_epochs)")
+    p.add_argument("--resume", action="store_true", help="continue the search's confirmation (an existing one "
+                                                         "is resumed anyway; its settings are kept)")
+    r = p.add_argument_group("resources (default: the search's)")
+    r.add_argument("--cpus-per-trial", type=int)
+    r.add_argument("--gpus-per-trial", type=float)
+    r.add_argument("--workers-per-trial", type=int, metavar="N", help="DDP workers per run")
+    r.add_argument("--max-concurrent", type=int, help="runs at once (default: as many as the resources allow)")
+    r.add_argument("--address", help="connect to this Ray cluster instead of starting a local one")
+    return p
+
+
+def top_configurations(search: P.SearchPlan, k: int) -> list[dict[str, Any]]:
+    """The search's ``k`` best distinct configurations: trials trained to max_epochs first,
+    then by final val/acc (trials ASHA stopped only when too few finished)."""
+    from tuning.trials import read_trials
+    space = search.space()
+    table = read_trials(search.storage, search.name, list(space.params), search.max_epochs).completed().copy()
+    if table.empty:
+        raise ValueError(f"search {search.name} has no trial with a validation accuracy; run or resume it first")
+    table["finished"] = table["epochs"] >= search.max_epochs
+    table = table.sort_values(["finished", "val_acc"], ascending=False)
+    table = table.drop_duplicates(list(space.params))
+    out = []
+    for rank, (_, row) in enumerate(table.head(k).iterrows(), start=1):
+        params = {}
+        for name, param in space.params.items():
+            v = row[name].item() if hasattr(row[name], "item") else row[name]
+            params[name] = int(v) if param.distribution in ("int", "logint") else v
+        out.append({"rank": rank, "trial_id": row["trial_id"], "epochs": int(row["epochs"]),
+                    "val_acc": float(row["val_acc"]), "params": params})
+    return out
+
+
+def prepare(args: argparse.Namespace) -> tuple[GridPlan, P.SearchPlan, bool]:
+    if "://" in args.storage_path:
+        raise ValueError(f"--storage-path {args.storage_path}: this command works on a local folder (or a mount "
+                         f"every node shares, with --address); object storage is for tuning/search.py so far")
+    storage = Path(args.storage_path).expanduser().resolve()
+    search = P.load_plan(str(storage / args.name))
+    if not search.parent_run_id:
+        raise ValueError(f"search {args.name} has no MLflow parent run; it never started")
+    path = Path(search.experiment_path) / GRID_NAME / PLAN_FILE
+    if path.exists():
+        grid = load_grid(path)
+        P.check_resources(grid.cpus_per_trial, grid.gpus_per_trial, local=args.address is None,
+                          workers=grid.workers_per_trial)
+        mlflow_log.check_store(grid.tracking_uri)
+        return grid, search, True
+    if args.resume:
+        raise ValueError(f"--resume: search {args.name} has no confirmation to resume; start one without --resume")
+    for flag, value in (("--top", args.top), ("--seeds", args.seeds), ("--epochs", args.epochs)):
+        if value is not None and value < 1:
+            raise ValueError(f"{flag} {value} must be >= 1")
+    epochs = args.epochs or search.max_epochs
+    workers = args.workers_per_trial or search.workers_per_trial
+    gpus = search.gpus_per_trial if args.gpus_per_trial is None else args.gpus_per_trial
+    cpus = args.cpus_per_trial or search.cpus_per_trial
+    P.check_resources(cpus, gpus, local=args.address is None, workers=workers)
+    if args.max_concurrent is not None and args.max_concurrent < 1:
+        raise ValueError(f"--max-concurrent {args.max_concurrent} must be >= 1")
+    mlflow_log.check_store(search.tracking_uri)
+    P.check_data(search.base_config)
+    top = top_configurations(search, args.top)
+    base = {**search.base, "epochs": epochs, "device": "cuda" if gpus > 0 else "cpu"}
+    cells = {f"rank{c['rank']}": {"base": base, "values": c["params"],
+                                  "tags": {"confirm_rank": c["rank"], "source_trial": c["trial_id"]}} for c in top}
+    grid = GridPlan(
+        name=GRID_NAME, storage_path=str(Path(search.experiment_path)), plan_file=PLAN_FILE, cells=cells,
+        seeds=list(range(args.first_seed, args.first_seed + args.seeds)), epochs=epochs,
+        tracking_uri=search.tracking_uri, experiment_id=search.experiment_id, parent_run_id=search.parent_run_id,
+        role=ROLE, search=search.name, git_commit=P.git_commit(), cpus_per_trial=cpus, gpus_per_trial=gpus,
+        workers_per_trial=workers, check_sync=search.check_sync, max_concurrent=args.max_concurrent,
+        extra={"top": top})
+    return grid, search, False
+
+
+def summary(grid: GridPlan) -> tuple[Any, Any, dict[str, Any]]:
+    """Per-run table, per-configuration summary and the verdict (chosen configuration,
+    separation by val/acc and by final test/acc)."""
+    from tuning.stats import separates, summarise
+    runs = results(grid)
+    table = summarise(runs, "cell", METRICS)
+    ranks = {f"rank{c['rank']}": c for c in grid.extra["top"]}
+    table.insert(1, "search_val_acc", [ranks[c]["val_acc"] for c in table["cell"]])
+    for name in next(iter(ranks.values()))["params"]:
+        table[name] = [ranks[c]["params"][name] for c in table["cell"]]
+    table = table.sort_values("val/acc/mean", ascending=False).reset_index(drop=True)
+    chosen = table.iloc[0]
+    verdict: dict[str, Any] = {"chosen": chosen["cell"], "params": ranks[chosen["cell"]]["params"],
+                               "seeds": grid.seeds, "epochs": grid.epochs}
+    for metric in ("val/acc", "test/acc (final epoch)"):
+        a = (chosen[f"{metric}/lo"], chosen[f"{metric}/hi"])
+        verdict[metric] = {row["cell"]: bool(separates(a, (row[f"{metric}/lo"], row[f"{metric}/hi"])))
+                           for _, row in table.iloc[1:].iterrows()}
+    verdict["statement"] = statement(verdict, len(table))
+    return runs, table, verdict
+
+
+def statement(verdict: dict[str, Any], k: int) -> str:
+    chosen = verdict["chosen"]
+    if k < 2:
+        return f"Only one configuration was confirmed ({chosen}); there is nothing to separate."
+    parts = []
+    for metric in ("val/acc", "test/acc (final epoch)"):
+        sep = verdict[metric]
+        apart = [c for c, s in sep.items() if s]
+        if len(apart) == len(sep):
+            parts.append(f"By {metric}, the 95% interval of {chosen} separates it from every other configuration.")
+        elif not apart:
+            parts.append(f"By {metric}, the 95% interval of {chosen} overlaps those of all others "
+                         f"({', '.join(sep)}): the seeds do not tell these configurations apart.")
+        else:
+            parts.append(f"By {metric}, {chosen} is separated from {', '.join(apart)} but overlaps "
+                         f"{', '.join(c for c in sep if not sep[c])}.")
+    return " ".join(parts)
+
+
+def render(grid: GridPlan, search: P.SearchPlan, runs: Any, table: Any, verdict: dict[str, Any]) -> str:
+    from tuning.report import markdown_table
+    cols = ["cell", "n", "search_val_acc"]
+    for metric in METRICS.values():
+        cols += [f"{metric}/mean", f"{metric}/std", f"{metric}/lo", f"{metric}/hi"]
+    params = list(verdict["params"])
+    return "\n".join([
+        f"# Confirmation of search {search.name}: {search.method} on {search.dataset}", "",
+        f"The search's top {len(table)} configurations by final val/acc, each trained with seeds "
+        f"{', '.join(map(str, grid.seeds))} for {grid.epochs} epochs (no early stopping). Intervals are "
+        f"two-sided 95% Student-t intervals of the mean over seeds. test/acc is reported at the final epoch "
+        f"and at each run's best-val epoch; the choice uses validation only.", "",
+        f"**Chosen on validation: {verdict['chosen']}** "
+        + " ".join(f"{k}={v}" for k, v in verdict["params"].items()), "",
+        verdict["statement"], "", "## Per configuration", "", markdown_table(table[cols]), "",
+        markdown_table(table[["cell", *params]]), "", "## Runs", "", markdown_table(runs), ""])
+
+
+def finish(grid: GridPlan, search: P.SearchPlan) -> int:
+    runs, table, verdict = summary(grid)
+    folder = Path(search.experiment_path) / "report"
+    folder.mkdir(parents=True, exist_ok=True)
+    table.to_parquet(folder / "confirm.parquet", index=False)
+    runs.to_parquet(folder / "confirm_runs.parquet", index=False)
+    (folder / "confirm.json").write_text(json.dumps(verdict, indent=2))
+    (folder / "confirm.md").write_text(render(grid, search, runs, table, verdict))
+    log_to_parent(grid, folder, table, verdict)
+    print(f"chosen on validation: {verdict['chosen']} "
+          + " ".join(f"{k}={v}" for k, v in verdict["params"].items()), flush=True)
+    for _, row in table.iterrows():
+        print(f"  {row['cell']}: " + "; ".join(
+            f"{m} {row[f'{m}/mean']:.4f} ± {_num(row[f'{m}/std'])} [{_num(row[f'{m}/lo'])}, {_num(row[f'{m}/hi'])}]"
+            for m in METRICS.values()), flush=True)
+    print(verdict["statement"], flush=True)
+    print(f"confirmation: {folder / 'confirm.md'}", flush=True)
+    return 0
+
+
+def log_to_parent(grid: GridPlan, folder: Path, table: Any, verdict: dict[str, Any]) -> None:
+    uri, run_id = grid.tracking_uri, grid.parent_run_id
+    try:
+        c = mlflow_log.client(uri)
+        for name in ("confirm.md", "confirm.parquet", "confirm_runs.parquet", "confirm.json"):
+            mlflow_log.retry(lambda name=name: c.log_artifact(run_id, str(folder / name), "confirm"))
+        metrics = {f"confirm/{row['cell']}/{m.split(' ')[0].replace('/', '_')}{'_best_val' if 'best' in m else ''}"
+                   f"/{s}": row[f"{m}/{s}"] for _, row in table.iterrows() for m in METRICS.values()
+                   for s in ("mean", "std", "lo", "hi")}
+        mlflow_log.log_metrics(uri, run_id, metrics, step=0)
+        mlflow_log.set_tags(uri, run_id, {"confirm.chosen": verdict["chosen"],
+                                          "confirm.statement": verdict["statement"][:5000],
+                                          **{f"confirm.chosen.{k}": v for k, v in verdict["params"].items()}})
+    except Exception as err:  # the files stand without MLflow
+        print(f"warning: could not log the confirmation to MLflow ({uri}): {err}", file=sys.stderr)
+
+
+def _num(v: float) -> str:
+    return "n/a" if v is None or math.isnan(v) else f"{v:.4f}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from spmi.data import DataError
+    try:
+        grid, search, resumed = prepare(args)
+    except (ValueError, DataError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if not resumed:
+        grid.command = "python tuning/confirm.py " + shlex.join(sys.argv[1:] if argv is None else argv)
+        grid.save()
+    states = run_grid(grid, resumed, args.address)
+    if states is None:
+        return 2
+    if not all_done(grid, states):
+        done = sum(s in ("TERMINATED", "ERROR") for s in states.values())
+        print(f"confirmation interrupted ({done}/{grid.num_trials} runs done); continue it with:\n  python "
+              f"tuning/confirm.py {search.name} --storage-path {search.storage_path} --resume", flush=True)
+        return 130
+    return finish(grid, search)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,426 @@
+#!/usr/bin/env python
+"""The SPMI paper's table, ours beside it: (dataset, l, p) rows x methods, each cell's
+configuration from a confirmed search, the paper or the authors' code, N seeds at a given
+budget as one Ray Tune run; mean +- std of test accuracy over seeds, the paper's number
+and the difference, the best per row marked.
+
+    python tuning/reproduce.py --epochs 500 --seeds 3                        # the full table
+    python tuning/reproduce.py --datasets fmnist --methods spmi,proden_fixmatch --epochs 2
+    python tuning/reproduce.py --config-from code --config-from fmnist/spmi=search:spmi-fmnist-quick
+    python tuning/reproduce.py --name reproduce-20250101-120000                # resumes it
+
+Every run is an MLflow run (``role=reproduce``) of one experiment (``--experiment``), under
+a parent run carrying the table. Cells whose data are absent are skipped with the reason.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from tuning import mlflow_log  # noqa: E402
+from tuning import plan as P  # noqa: E402
+from tuning import search as _search_env  # noqa: E402,F401  (the search's Ray/MLflow environment settings)
+from tuning import settings as S  # noqa: E402
+from tuning.grid import GridPlan, all_done, load_grid, results, run_grid  # noqa: E402
+from tuning.paper_table import PAPER_METHODS, PAPER_ROWS, load_numbers  # noqa: E402
+
+PLAN_FILE, ROLE, TABLE_DIR = "reproduce.json", "reproduce", "table"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python tuning/reproduce.py", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--datasets", default=",".join(PAPER_ROWS), help="comma-separated datasets")
+    p.add_argument("--methods", default=",".join(PAPER_METHODS), help="comma-separated methods")
+    p.add_argument("--setting", action="append", metavar="DATASET:L:P",
+                   help="a row: labelled images l and flipping probability p (repeatable; replaces the "
+                        "paper's rows of that dataset)")
+    p.add_argument("--config-from", action="append", metavar="[DATASET/METHOD=]SOURCE",
+                   help="paper, code or search:NAME (the search's confirmed choice, else its best trial), for "
+                        "every cell or one (repeatable; default paper)")
+    p.add_argument("--seeds", type=int, default=3, help="seeds per cell")
+    p.add_argument("--first-seed", type=int, default=1, help="seeds are first-seed .. first-seed + N - 1")
+    p.add_argument("--epochs", type=int, default=S.PAPER_EPOCHS, help="epochs of every run (the paper's 500)")
+    p.add_argument("--data-root", action="append", metavar="[DATASET=]PATH", help="dataset folder (repeatable)")
+    p.add_argument("--val-size", type=int, help="held-out validation images (default 5000)")
+    p.add_argument("--unlabelled-size", type=int, help="a random subset of this many unlabelled images")
+    p.add_argument("--no-verify-data", action="store_true", help="skip the MD5 check of the dataset files")
+    p.add_argument("--download", action="store_true", help="fetch a missing dataset (else its rows are skipped)")
+    p.add_argument("--set", action="append", metavar="NAME=VALUE", help="a TrainConfig value of every run")
+    p.add_argument("--paper-numbers", metavar="CSV", help="the paper's accuracies (dataset, labelled, "
+                                                          "partial_rate, method, accuracy in percent)")
+    p.add_argument("--name", help="table name (default reproduce-<time>); an existing one is resumed")
+    p.add_argument("--storage-path", default="hpo_results", help="folder of the runs, searches and MLflow store")
+    p.add_argument("--resume", action="store_true", help="continue the named (or latest) table")
+    p.add_argument("--tracking-uri", help="MLflow tracking server (default: sqlite under --storage-path)")
+    p.add_argument("--experiment", default="reproduce", help="MLflow experiment of the runs")
+    r = p.add_argument_group("resources")
+    r.add_argument("--cpus-per-trial", type=int, help="CPU threads per run (per worker with DDP)")
+    r.add_argument("--gpus-per-trial", type=float, help="GPUs per run (default 1 with CUDA, else 0)")
+    r.add_argument("--workers-per-trial", type=int, default=1, metavar="N", help="DDP workers per run")
+    r.add_argument("--max-concurrent", type=int, help="runs at once (default: as many as the resources allow)")
+    r.add_argument("--address", help="connect to this Ray cluster instead of starting a local one")
+    return p
+
+
+def _split(text: str) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def rows_of(datasets: list[str], settings: list[str]) -> list[tuple[str, int, float]]:
+    given: dict[str, list[tuple[int, float]]] = {}
+    for item in settings:
+        parts = item.split(":")
+        try:
+            ds, l_, p_ = parts
+            given.setdefault(ds, []).append((int(l_), float(p_)))
+        except ValueError:
+            raise ValueError(f"--setting {item!r}: write DATASET:L:P, e.g. fmnist:4000:0.3") from None
+        if ds not in datasets:
+            raise ValueError(f"--setting {item}: dataset {ds} is not among --datasets")
+    rows = []
+    for ds in datasets:
+        for labelled, rate in given.get(ds) or PAPER_ROWS.get(ds) or [tuple(S.PAPER_SETTINGS[ds].values())]:
+            rows.append((ds, int(labelled), float(rate)))
+    return rows
+
+
+def sources_of(items: list[str], datasets: list[str], methods: list[str]) -> dict[tuple[str, str], str]:
+    """(dataset, method) -> paper | code | search:NAME."""
+    out = {(d, m): "paper" for d in datasets for m in methods}
+    for item in items:
+        where, sep, source = item.rpartition("=")
+        if not (source in ("paper", "code") or (source.startswith("search:") and len(source) > 7)):
+            raise ValueError(f"--config-from {item!r}: the source is paper, code or search:NAME")
+        if not sep:
+            out = {k: source for k in out}
+            continue
+        ds, slash, method = where.partition("/")
+        if not slash or (ds, method) not in out:
+            raise ValueError(f"--config-from {item!r}: write DATASET/METHOD=SOURCE with a chosen dataset and method")
+        out[(ds, method)] = source
+    return out
+
+
+def roots_of(items: list[str], datasets: list[str]) -> dict[str, str]:
+    from spmi.data import default_root
+    roots = {d: str(default_root(d).resolve()) for d in datasets}
+    for item in items:
+        ds, sep, path = item.partition("=")
+        if sep and ds in roots:
+            roots[ds] = str(Path(path).expanduser().resolve())
+        elif not sep:
+            roots = {d: str(Path(item).expanduser().resolve()) for d in datasets}
+        else:
+            raise ValueError(f"--data-root {item!r}: {ds} is not among --datasets")
+    return roots
+
+
+def cell_config(source: str, dataset: str, method: str, storage: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(base values, the cell's own values) of a source."""
+    from tuning.spaces import load_space
+    if source.startswith("search:"):
+        name = source[len("search:"):]
+        search = P.load_plan(str(storage / name))
+        if (search.dataset, search.method) != (dataset, method):
+            raise ValueError(f"--config-from {dataset}/{method}={source}: {name} is a search of "
+                             f"{search.method} on {search.dataset}")
+        report = Path(search.experiment_path) / "report"
+        for file, key in (("confirm.json", "params"), ("best.json", "best")):
+            if (report / file).exists():
+                found = json.loads((report / file).read_text())[key]
+                if found:
+                    return dict(search.base), dict(found.get("params", found) if key == "best" else found)
+        raise ValueError(f"--config-from {source}: the search has no report; let it finish (or confirm it)")
+    path = S.default_space(method, dataset)
+    space = load_space(path, method)
+    values = space.paper_values if source == "paper" else space.code_values
+    return {**S.PAPER_SETTINGS[dataset], **space.settings, **space.fixed}, dict(values)
+
+
+def prepare(args: argparse.Namespace) -> tuple[GridPlan, bool]:
+    from spmi.config import config_from_flat
+    from spmi.data import DataError, get_info
+    from spmi.methods import get_method
+    from spmi.train import check_config
+    if "://" in args.storage_path:
+        raise ValueError(f"--storage-path {args.storage_path}: this command works on a local folder (or a mount "
+                         f"every node shares, with --address); object storage is for tuning/search.py so far")
+    storage = Path(args.storage_path).expanduser().resolve()
+    named = storage / args.name if args.name else None
+    if args.resume or (named is not None and (named / PLAN_FILE).exists()):
+        latest = sorted(storage.glob(f"*/{PLAN_FILE}"), key=lambda p: p.stat().st_mtime)
+        path = named if named is not None else (latest[-1].parent if latest else None)
+        if path is None or not (path / PLAN_FILE).exists():
+            raise ValueError(f"--resume: no table under {storage}" + (f" named {args.name}" if args.name else "")
+                             + "; start one without --resume")
+        grid = load_grid(path / PLAN_FILE)
+        P.check_resources(grid.cpus_per_trial, grid.gpus_per_trial, local=args.address is None,
+                          workers=grid.workers_per_trial)
+        mlflow_log.check_store(grid.tracking_uri)
+        return grid, True
+    datasets, methods = _split(args.datasets), _split(args.methods)
+    for d in datasets:
+        get_info(d)
+    for m in methods:
+        get_method(m)
+    if not datasets or not methods:
+        raise ValueError("--datasets and --methods need at least one name each")
+    name = args.name or f"reproduce-{time.strftime('%Y%m%d-%H%M%S')}"
+    if not P.NAME_RE.match(name):
+        raise ValueError(f"--name {name!r}: use letters, digits, '.', '_' or '-'")
+    for flag, value in (("--seeds", args.seeds), ("--epochs", args.epochs)):
+        if value < 1:
+            raise ValueError(f"{flag} {value} must be >= 1")
+    gpus = args.gpus_per_trial if args.gpus_per_trial is not None else P._default_gpus()
+    cpus = args.cpus_per_trial or P._default_cpus(gpus)
+    P.check_resources(cpus, gpus, local=args.address is None, workers=args.workers_per_trial)
+    if args.max_concurrent is not None and args.max_concurrent < 1:
+        raise ValueError(f"--max-concurrent {args.max_concurrent} must be >= 1")
+    uri = args.tracking_uri or mlflow_log.default_uri(storage)
+    mlflow_log.check_store(uri)
+    numbers = load_numbers(args.paper_numbers)
+    rows, sources = rows_of(datasets, args.setting or []), sources_of(args.config_from or [], datasets, methods)
+    roots = roots_of(args.data_root or [], datasets)
+    cells, skipped, checksums = {}, [], {}
+    for ds, labelled, rate in rows:
+        common = {"dataset": ds, "labelled": labelled, "partial_rate": rate, "epochs": args.epochs,
+                  "device": "cuda" if gpus > 0 else "cpu", "progress": False, "out": None, "data_root": roots[ds]}
+        common |= {k: v for k, v in (("val_size", args.val_size), ("unlabelled_size", args.unlabelled_size))
+                   if v is not None}
+        if args.no_verify_data:
+            common["verify_data"] = False
+        if args.download:
+            common["download"] = True
+        try:
+            key = (ds, roots[ds])
+            if key not in checksums:
+                checksums[key] = P.check_data(config_from_flat(common))
+        except DataError as err:
+            skipped += [{"dataset": ds, "labelled": labelled, "partial_rate": rate, "method": m,
+                         "reason": str(err).splitlines()[0]} for m in methods]
+            continue
+        for method in methods:
+            source = sources[(ds, method)]
+            base, values = cell_config(source, ds, method, storage)
+            sets = P.parse_sets(args.set or [], method, _NoSpace())
+            base = {**base, **common, **sets, "method": method}
+            check_config(config_from_flat({**values, "device": "cpu"}, config_from_flat(base)))
+            cells[f"{ds}-l{labelled}-p{rate:g}-{method}"] = {
+                "base": base, "values": values,
+                "tags": {"row": f"{ds} / {labelled} / {rate:g}", "config_from": source, "reproduce": name},
+                "row": [ds, labelled, rate], "method": method, "config_from": source,
+                "paper": numbers.get((ds, labelled, rate, method))}
+    if not cells:
+        raise ValueError("no cell has its data on this machine: " + "; ".join(
+            sorted({f"{s['dataset']}: {s['reason']}" for s in skipped})))
+    grid = GridPlan(
+        name=name, storage_path=str(storage), plan_file=PLAN_FILE, cells=cells,
+        seeds=list(range(args.first_seed, args.first_seed + args.seeds)), epochs=args.epochs, tracking_uri=uri,
+        experiment_id="", parent_run_id="", role=ROLE, search=name, git_commit=P.git_commit(),
+        cpus_per_trial=cpus, gpus_per_trial=gpus, workers_per_trial=args.workers_per_trial,
+        max_concurrent=args.max_concurrent,
+        extra={"datasets": datasets, "methods": methods, "rows": [list(r) for r in rows], "skipped": skipped,
+               "experiment": args.experiment})
+    return grid, False
+
+
+class _NoSpace:
+    """``plan.parse_sets`` checks names against a searched space; here nothing is searched."""
+
+    params: dict[str, Any] = {}
+    path = "the table"
+
+
+def start_tracking(grid: GridPlan) -> None:
+    artifacts = None
+    if grid.tracking_uri.startswith("sqlite:"):
+        artifacts = (Path(grid.storage_path) / "mlartifacts" / grid.extra["experiment"]).as_uri()
+    grid.experiment_id = mlflow_log.ensure_experiment(grid.tracking_uri, grid.extra["experiment"], artifacts)
+    tags = {"reproduce": grid.name, "git_commit": grid.git_commit, **mlflow_log.standard_tags(grid.git_commit),
+            "mlflow.source.name": "tuning/reproduce.py", "mlflow.note.content": f"```\n{grid.command}\n```"}
+    params = {"epochs": grid.epochs, "seeds": ",".join(map(str, grid.seeds)),
+              "datasets": ",".join(grid.extra["datasets"]), "methods": ",".join(grid.extra["methods"]),
+              "workers_per_trial": grid.workers_per_trial, "gpus_per_trial": grid.gpus_per_trial,
+              "cpus_per_trial": grid.cpus_per_trial}
+    c = mlflow_log.client(grid.tracking_uri)
+    run = c.create_run(grid.experiment_id, run_name=f"table {grid.name}", tags={**tags, "role": "reproduce-table"})
+    mlflow_log.log_params(grid.tracking_uri, run.info.run_id, params)
+    grid.parent_run_id = run.info.run_id
+    grid.save()
+
+
+def table(grid: GridPlan) -> Any:
+    """Long table: one row per cell (run or skipped) with mean/std/n of test accuracy
+    (final epoch; and at the best-val epoch), val/acc, the paper's number and the difference."""
+    import pandas as pd
+
+    from tuning.stats import interval
+    runs = results(grid)
+    rows = []
+    for key, cell in grid.cells.items():
+        got = runs[runs["cell"] == key]
+        final, at_best = interval(got["test_acc"] * 100), interval(got["best_test_acc"] * 100)
+        val = interval(got["val_acc"] * 100)
+        paper = cell["paper"]
+        ds, labelled, rate = cell["row"]
+        rows.append({"dataset": ds, "labelled": labelled, "partial_rate": rate, "method": cell["method"],
+                     "config_from": cell["config_from"], "status": "ran", "reason": "", "n": final["n"],
+                     "test_acc_mean": final["mean"], "test_acc_std": final["std"],
+                     "test_acc_best_val_mean": at_best["mean"], "test_acc_best_val_std": at_best["std"],
+                     "val_acc_mean": val["mean"], "val_acc_std": val["std"], "paper": paper,
+                     "diff": (final["mean"] - paper) if paper is not None else math.nan})
+    for s in grid.extra["skipped"]:
+        rows.append({**s, "config_from": "", "status": "skipped", "n": 0})
+    frame = pd.DataFrame(rows)
+    frame["paper"] = frame["paper"].astype(float)
+    keys = ["dataset", "labelled", "partial_rate"]
+    best = frame[frame["status"] == "ran"].groupby(keys)["test_acc_mean"].transform("max")
+    frame["best"] = False
+    frame.loc[best.index, "best"] = frame.loc[best.index, "test_acc_mean"] == best
+    frame["epochs"] = grid.epochs
+    return frame
+
+
+def render(grid: GridPlan, frame: Any) -> str:
+    import pandas as pd
+
+    from tuning.report import markdown_table
+    methods = grid.extra["methods"]
+    lines = []
+    for (ds, labelled, rate), group in frame.groupby(["dataset", "labelled", "partial_rate"], sort=False):
+        row = {"dataset": ds, "l": labelled, "p": rate}
+        for m in methods:
+            cell = group[group["method"] == m]
+            if cell.empty:
+                row[m] = ""
+                continue
+            c = cell.iloc[0]
+            if c["status"] == "skipped":
+                row[m] = "skipped"
+                continue
+            text = f"{c['test_acc_mean']:.2f} ± {_num(c['test_acc_std'])}"
+            text = f"**{text}**" if c["best"] else text
+            paper = "paper n/a" if math.isnan(c["paper"]) else f"paper {c['paper']:.2f}, Δ {c['diff']:+.2f}"
+            row[m] = f"{text} ({paper})"
+        lines.append(row)
+    wide = pd.DataFrame(lines)
+    ran = frame[frame["status"] == "ran"]
+    out = [f"# SPMI paper table, reproduced: {grid.name}", "",
+           f"Test accuracy (%) at the final epoch, mean ± std over {len(grid.seeds)} seeds "
+           f"({', '.join(map(str, grid.seeds))}), **budget {grid.epochs} epochs** (the paper: 500). "
+           f"Bold: best of its row. Beside each cell the paper's number and our difference (ours − paper); "
+           f"'paper n/a': the paper's number is not known to this tool (see tuning/paper_table.py).", "",
+           markdown_table(wide), "", "Configurations: " + ", ".join(
+               sorted({f"{r.dataset}/{r.method}: {r.config_from}" for r in ran.itertuples()})), ""]
+    skipped = frame[frame["status"] == "skipped"]
+    if not skipped.empty:
+        out += ["## Skipped", ""]
+        for (ds, labelled, rate, reason), group in skipped.groupby(
+                ["dataset", "labelled", "partial_rate", "reason"], sort=False):
+            out.append(f"- {ds} l={labelled} p={rate:g} ({', '.join(group['method'])}): {reason}")
+        out.append("")
+    out += ["## All cells", "", markdown_table(frame.drop(columns=["reason"])), "", "![table](table.png)", ""]
+    return "\n".join(out)
+
+
+def figure(grid: GridPlan, frame: Any, path: Path) -> Path | None:
+    from tuning import plots
+    ran = frame[frame["status"] == "ran"]
+    if ran.empty:
+        return None
+    import numpy as np
+    plt = plots.plt
+    keys = list(dict.fromkeys(zip(ran["dataset"], ran["labelled"], ran["partial_rate"], strict=True)))
+    methods = [m for m in grid.extra["methods"] if m in set(ran["method"])]
+    width, paper_shown = 0.8 / len(methods), False
+    fig, ax = plt.subplots(figsize=(max(5, 1.8 * len(keys) * len(methods) / 2), 4.5))
+    for i, m in enumerate(methods):
+        sub = ran[ran["method"] == m].set_index(["dataset", "labelled", "partial_rate"]).reindex(keys)
+        x = np.arange(len(keys)) + (i - (len(methods) - 1) / 2) * width
+        ax.bar(x, sub["test_acc_mean"], width, yerr=sub["test_acc_std"].fillna(0), capsize=3, label=m)
+        if sub["paper"].notna().any():
+            ax.scatter(x, sub["paper"], marker="_", s=300, color="black", zorder=3,
+                       label=None if paper_shown else "paper")
+            paper_shown = True
+    ax.set_xticks(np.arange(len(keys)), [f"{d}\nl={lab} p={p:g}" for d, lab, p in keys])
+    ax.set(ylabel="test accuracy (%)", title=f"{grid.name}: {grid.epochs} epochs, {len(grid.seeds)} seeds")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8)
+    return plots._save(fig, path)
+
+
+def finish(grid: GridPlan) -> int:
+    folder = grid.experiment_path / TABLE_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    frame = table(grid)
+    frame.to_parquet(folder / "table.parquet", index=False)
+    frame.to_csv(folder / "table.csv", index=False)
+    results(grid).to_parquet(folder / "runs.parquet", index=False)
+    figure(grid, frame, folder / "table.png")
+    text = render(grid, frame)
+    (folder / "table.md").write_text(text)
+    try:
+        c = mlflow_log.client(grid.tracking_uri)
+        mlflow_log.retry(lambda: c.log_artifacts(grid.parent_run_id, str(folder), TABLE_DIR))
+        ran = frame[frame["status"] == "ran"]
+        mlflow_log.log_metrics(grid.tracking_uri, grid.parent_run_id, {
+            f"{r.dataset}-l{r.labelled}-p{r.partial_rate:g}/{r.method}/test_acc_{s}": getattr(r, f"test_acc_{s}")
+            for r in ran.itertuples() for s in ("mean", "std")}, step=0)
+        mlflow_log.terminate(grid.tracking_uri, grid.parent_run_id, "FINISHED")
+    except Exception as err:
+        print(f"warning: could not log the table to MLflow ({grid.tracking_uri}): {err}", file=sys.stderr)
+    print(text.split("## All cells")[0].rstrip(), flush=True)
+    print(f"table: {folder / 'table.md'}", flush=True)
+    return 0
+
+
+def _num(v: float) -> str:
+    return "n/a" if v is None or math.isnan(v) else f"{v:.2f}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from spmi.data import DataError
+    from tuning.spaces import SpaceError
+    try:
+        grid, resumed = prepare(args)
+    except (ValueError, DataError, SpaceError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if not resumed:
+        grid.command = "python tuning/reproduce.py " + shlex.join(sys.argv[1:] if argv is None else argv)
+        try:
+            start_tracking(grid)
+        except Exception as err:
+            print(f"error: could not set up MLflow at {grid.tracking_uri}: {err}", file=sys.stderr)
+            return 2
+    else:
+        mlflow_log.reopen(grid.tracking_uri, grid.parent_run_id)
+    for s in grid.extra["skipped"]:
+        print(f"skipped {s['dataset']} l={s['labelled']} p={s['partial_rate']:g} {s['method']}: {s['reason']}",
+              flush=True)
+    states = run_grid(grid, resumed, args.address)
+    if states is None:
+        mlflow_log.terminate(grid.tracking_uri, grid.parent_run_id, "FAILED")
+        return 2
+    if not all_done(grid, states):
+        done = sum(s in ("TERMINATED", "ERROR") for s in states.values())
+        print(f"table interrupted ({done}/{grid.num_trials} runs done); continue it with:\n  python "
+              f"tuning/reproduce.py --storage-path {grid.storage_path} --name {grid.name}", flush=True)
+        return 130
+    return finish(grid)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
