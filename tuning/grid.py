@@ -20,6 +20,7 @@ from typing import Any
 
 import pandas as pd
 
+from spmi.atomic import write_atomic
 from tuning import mlflow_log
 from tuning.settings import DRIVER_CPU, TRAIN_RUNS_DIR
 
@@ -58,12 +59,8 @@ class GridPlan:
         return len(self.cells) * len(self.seeds)
 
     def save(self) -> Path:
-        path = self.experiment_path / self.plan_file
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(dataclasses.asdict(self), indent=2))
-        os.replace(tmp, path)
-        return path
+        text = json.dumps(dataclasses.asdict(self), indent=2)
+        return write_atomic(self.experiment_path / self.plan_file, lambda f: f.write(text), "w")
 
 
 def load_grid(path: Path) -> GridPlan:

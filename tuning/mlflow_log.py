@@ -15,6 +15,8 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
+from spmi.atomic import write_atomic
+
 T = TypeVar("T")
 TRIAL_TAG = "trial_id"            # every trial run carries its Tune trial id
 PARENT_TAG = "mlflow.parentRunId"
@@ -230,10 +232,8 @@ def _write_spool(path: Path, rows: list[dict[str, Any]]) -> None:
     if not rows:
         path.unlink(missing_ok=True)
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    os.replace(tmp, path)
+    text = "".join(json.dumps(r) + "\n" for r in rows)
+    write_atomic(path, lambda f: f.write(text), "w")
 
 
 def replay_spool(uri: str, path: str | Path) -> int:

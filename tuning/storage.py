@@ -24,6 +24,8 @@ from urllib.parse import urlparse
 
 import pyarrow.fs as pafs
 
+from spmi.atomic import write_atomic
+
 ENDPOINT_ENV = ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
 DEFAULT_REGION = "us-east-1"
 
@@ -123,10 +125,7 @@ class Storage:
         fs = self.filesystem
         fs.create_dir(posixpath.dirname(target), recursive=True)
         if self.local:
-            tmp = target + ".tmp"
-            with fs.open_output_stream(tmp) as f:
-                f.write(data)
-            os.replace(tmp, target)
+            write_atomic(target, lambda f: f.write(data))
             return
         with fs.open_output_stream(target) as f:
             f.write(data)
