@@ -29,7 +29,7 @@ def no_ray(monkeypatch: pytest.MonkeyPatch) -> list:
     import tuning.runner
     calls: list = []
 
-    def fake(plan, resumed, address):
+    def fake(plan, resumed, address, time_budget=None):
         calls.append((plan, resumed))
         return 0
     monkeypatch.setattr(tuning.runner, "run_search", fake)
@@ -130,7 +130,7 @@ def test_the_driver_holds_the_lock_while_it_runs(tiny, tmp_path, monkeypatch) ->
     storage = tmp_path / "hpo"
     seen = []
 
-    def fake(plan, resumed, address):
+    def fake(plan, resumed, address, time_budget=None):
         probe = subprocess.run([sys.executable, "-c", HOLD, str(storage / "held")], capture_output=True,
                                text=True, timeout=60)
         seen.append(probe.returncode)
