@@ -143,11 +143,11 @@ def main(argv: list[str] | None = None) -> int:
             storage = work / "searches"
             storage.mkdir(exist_ok=True)
             if args.cpu:
-                rows.append(search_row("cpu", roots["fmnist"], storage, 0, 1, 2, 2, 1, True, 600))
+                rows.append(search_row("cpu", roots["fmnist"], storage, 0, 1, 2, 2, 4, True, 600))
             else:
                 cpus = max(1, (os.cpu_count() or 4) // 4)
-                rows.append(search_row("gpu-quarter", roots["fmnist"], storage, 0.25, cpus, 4, 4, 3, False, 150))
-                rows.append(search_row("gpu-whole", roots["fmnist"], storage, 1, cpus, None, 4, 3, False, 150))
+                rows.append(search_row("gpu-quarter", roots["fmnist"], storage, 0.25, cpus, 4, 4, 4, False, 150))
+                rows.append(search_row("gpu-whole", roots["fmnist"], storage, 1, cpus, None, 4, 4, False, 150))
     print(table(rows))
     for r in rows:
         if r.get("exit"):
