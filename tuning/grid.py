@@ -51,6 +51,12 @@ class GridPlan:
     extra: dict[str, Any] = field(default_factory=dict)   # the command's own settings
 
     @property
+    def storage(self) -> Any:
+        """The grid's storage (a local folder or a shared mount), as the search runner reads it."""
+        from tuning.storage import open_storage
+        return open_storage(self.storage_path)
+
+    @property
     def experiment_path(self) -> Path:
         return Path(self.storage_path) / self.name
 

@@ -90,7 +90,7 @@ def rows_of(datasets: list[str], settings: list[str]) -> list[tuple[str, int, fl
             raise ValueError(f"--setting {item}: dataset {ds} is not among --datasets")
     rows = []
     for ds in datasets:
-        for labelled, rate in given.get(ds) or PAPER_ROWS.get(ds) or [tuple(S.PAPER_SETTINGS[ds].values())]:
+        for labelled, rate in given.get(ds) or PAPER_ROWS.get(ds) or [_paper_row(ds)]:
             rows.append((ds, int(labelled), float(rate)))
     return rows
 
@@ -126,6 +126,13 @@ def roots_of(items: list[str], datasets: list[str]) -> dict[str, str]:
     return roots
 
 
+def _paper_row(dataset: str) -> tuple[int, float]:
+    """The dataset's paper setting (l, p), from its registry entry."""
+    from spmi.data import get_info
+    info = get_info(dataset)
+    return int(info.labelled), float(info.partial_rate)
+
+
 def cell_config(source: str, dataset: str, method: str, storage: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     """(base values, the cell's own values) of a source."""
     from tuning.spaces import load_space
@@ -145,7 +152,8 @@ def cell_config(source: str, dataset: str, method: str, storage: Path) -> tuple[
     path = S.default_space(method, dataset)
     space = load_space(path, method)
     values = space.paper_values if source == "paper" else space.code_values
-    return {**S.PAPER_SETTINGS[dataset], **space.settings, **space.fixed}, dict(values)
+    labelled, rate = _paper_row(dataset)
+    return {"labelled": labelled, "partial_rate": rate, **space.settings, **space.fixed}, dict(values)
 
 
 def prepare(args: argparse.Namespace) -> tuple[GridPlan, bool]:
