@@ -8,6 +8,7 @@ import pytest
 from datagen import write_cifar100, write_idx_fmnist
 from spmi.config import TrainConfig, with_dataset_defaults
 from spmi.train import build_parser, config_from_args
+from tuning.storage import open_storage
 
 
 def single_run(*argv: str) -> TrainConfig:
@@ -46,7 +47,7 @@ def test_search_base_agrees_with_a_single_run(tmp_path: Path) -> None:
     flags = ["--dataset", "cifar100", "--labelled", "200", "--val-size", "100", "--data-root", str(tmp_path / "data"),
              "--no-verify-data"]
     args = search_parser().parse_args([*flags, "--storage-path", str(tmp_path / "hpo"), "--gpus-per-trial", "0"])
-    plan, space = P.make_plan(args, tmp_path / "hpo", "t", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    plan, space = P.make_plan(args, open_storage(str(tmp_path / "hpo")), "t", f"sqlite:///{tmp_path / 'mlflow.db'}")
     base = plan.base_config
     run = single_run(*flags)
     assert paper_part(base)[1:] == paper_part(run)[1:] == (0.05, "wrn_28_8", "cifar10_spmi", 20, 0.9)
