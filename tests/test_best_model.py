@@ -105,7 +105,8 @@ def test_published_model_gives_the_best_epoch_test_accuracy(root, tmp_path, monk
     assert client.get_run(run_id).info.status == "FINISHED"
 
     import mlflow
-    info = mlflow.models.get_model_info(out["model_uri"])
+    with mlflow_log.using(uri):  # publish() leaves the process's MLflow URIs as they were
+        info = mlflow.models.get_model_info(out["model_uri"])
     assert info.signature is not None and info.signature.inputs.to_dict()[0]["tensor-spec"]["dtype"] == "uint8"
     assert info.saved_input_example_info is not None
 
@@ -114,7 +115,8 @@ def test_published_model_gives_the_best_epoch_test_accuracy(root, tmp_path, monk
     assert evaluate.main(["models:/spmi-fmnist@best", "--tracking-uri", uri]) == 0
     assert evaluate.main(["models:/nothing@best", "--tracking-uri", uri]) == 2
     # the same network, loaded back, gives the same logits as the trainer's weights
-    model = mlflow.pytorch.load_model("models:/spmi-fmnist@best")
+    with mlflow_log.using(uri):
+        model = mlflow.pytorch.load_model("models:/spmi-fmnist@best")
     direct = publish.Classifier.from_best(best)
     with torch.no_grad():
         assert np.array_equal(model(torch.from_numpy(example)).numpy(), direct(torch.from_numpy(example)).numpy())

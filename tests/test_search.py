@@ -85,7 +85,7 @@ def run_cli(args: list[str], cwd: Path, timeout: float) -> subprocess.CompletedP
 def runs_of(uri: str, name: str):
     import mlflow
     mlflow.set_tracking_uri(uri)
-    return mlflow.search_runs(experiment_names=[name]), mlflow.tracking.MlflowClient(uri)
+    return mlflow.search_runs(experiment_names=[name]), mlflow.tracking.MlflowClient(uri, registry_uri=uri)
 
 
 def epochs_logged(client, run_id: str) -> list[int]:

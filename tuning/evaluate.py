@@ -30,12 +30,12 @@ def evaluate(model_uri: str, tracking_uri: str, data_root: str | None = None, de
 
     from spmi.data import load_dataset
     from spmi.evaluate import count_correct
-    mlflow.set_tracking_uri(tracking_uri)
-    mlflow.set_registry_uri(tracking_uri)
-    meta = mlflow.models.get_model_info(model_uri).metadata or {}
-    if "dataset" not in meta:
-        raise ValueError(f"{model_uri} is not a model published by tuning/search.py (no dataset in its metadata)")
-    model = mlflow.pytorch.load_model(model_uri, map_location=device).eval()
+    from tuning.mlflow_log import using
+    with using(tracking_uri):
+        meta = mlflow.models.get_model_info(model_uri).metadata or {}
+        if "dataset" not in meta:
+            raise ValueError(f"{model_uri} is not a model published by tuning/search.py (no dataset in its metadata)")
+        model = mlflow.pytorch.load_model(model_uri, map_location=device).eval()
     verify = meta.get("verify_data", True) if verify is None else verify
     data = load_dataset(meta["dataset"], data_root or meta["data_root"], verify=bool(verify))
     dev = torch.device(device)

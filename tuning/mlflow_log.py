@@ -96,9 +96,24 @@ def _check_store(uri: str, timeout: float) -> None:
         raise ValueError(f"MLflow tracking store {uri} is not usable: {first}") from None
 
 
+@contextlib.contextmanager
+def using(uri: str) -> Iterator[None]:
+    """MLflow's fluent API (``mlflow.start_run``, model logging and registration) on ``uri``
+    for tracking and registry, restoring the process's previous URIs afterwards."""
+    import mlflow
+    before = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(before[0])
+        mlflow.set_registry_uri(before[1])
+
+
 def client(uri: str) -> Any:
     from mlflow.tracking import MlflowClient
-    return MlflowClient(tracking_uri=uri)
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)  # never the process-wide registry
 
 
 def retry(fn: Callable[[], T], tries: int = 5) -> T:

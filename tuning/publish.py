@@ -71,11 +71,9 @@ def publish(uri: str, run_id: str, best: BestEpoch, name: str, example: np.ndarr
                 "eval_batch_size": spec["eval_batch_size"], "best_epoch": best.epoch,
                 "val_acc": best.val_acc, "test_acc": None if math.isnan(best.test_acc) else best.test_acc,
                 **{k: str(v) for k, v in tags.items()}}
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
     client = mlflow_log.client(uri)
     status = client.get_run(run_id).info.status
-    with mlflow.start_run(run_id=run_id):
+    with mlflow_log.using(uri), mlflow.start_run(run_id=run_id):
         info = mlflow.pytorch.log_model(model, name=MODEL_NAME, input_example=example,
                                         signature=infer_signature(example, out), metadata=metadata,
                                         registered_model_name=name, serialization_format="pickle")
