@@ -155,6 +155,37 @@ def test_three_trial_search_end_to_end(searched: dict) -> None:
     assert (report / "report.md").is_file()
 
 
+REPEAT_SPACE = """\
+method: spmi
+fixed:
+  warmup: 1
+params:
+  score:          # one choice: every trial trains the same configuration
+    paper: official
+    distribution: categorical
+    choices: [official]
+"""
+
+
+def test_a_reused_trial_process_trains_like_a_fresh_one(tiny: dict[str, Path], tmp_path: Path) -> None:
+    """Single-process trials reuse their Ray actor (torch, MLflow and the data are loaded
+    once per process): the second trial, run by the first one's process, must give the
+    same epochs, nothing carried over from the first."""
+    space = tmp_path / "repeat.yaml"
+    space.write_text(REPEAT_SPACE)
+    args = [*common(tiny, tmp_path / "hpo"), "--space", str(space), "--num-samples", "2", "--max-epochs", "2",
+            "--grace-period", "2", "--max-concurrent", "1", "--cpus-per-trial", "1", "--name", "repeat"]
+    done = run_cli(args, tmp_path, timeout=400)
+    assert done.returncode == 0, done.stdout[-3000:]
+    rows = [[json.loads(line) for line in path.read_text().splitlines()]
+            for path in sorted((tmp_path / "hpo" / "repeat").glob("trial_*/result.json"))]
+    assert len(rows) == 2 and all(len(r) == 2 for r in rows)
+    assert rows[0][0]["pid"] == rows[1][0]["pid"]  # the same process ran both trials
+    keys = ("epoch", "loss/total", "val/acc", "test/acc", "cand/lab_size", "cand/unl_size")
+    first, second = ([{k: r.get(k) for k in keys} for r in trial] for trial in rows)
+    assert first == second
+
+
 def test_optuna_study_is_persisted_and_told_what_each_trial_did(searched: dict) -> None:
     import optuna
     study = optuna.load_study(study_name="e2e", storage=f"sqlite:///{searched['storage']}/optuna.db")

@@ -144,7 +144,10 @@ def build_tuner(plan: SearchPlan) -> tune.Tuner:
         trainable(plan),
         tune_config=tune.TuneConfig(metric=plan.metric, mode=plan.mode, num_samples=plan.num_samples,
                                     search_alg=ConcurrencyLimiter(searcher, max_concurrent=plan.max_concurrent),
-                                    scheduler=scheduler, trial_dirname_creator=trial_dirname),
+                                    scheduler=scheduler, trial_dirname_creator=trial_dirname,
+                                    # a finished trial's process runs the next one: torch, MLflow and
+                                    # the dataset are loaded once per process, not once per trial
+                                    reuse_actors=plan.workers_per_trial == 1),
         run_config=tune.RunConfig(
             name=plan.name, storage_path=storage_path, storage_filesystem=storage_fs, verbose=1,
             progress_reporter=reporter(plan, space),
