@@ -1,9 +1,11 @@
 """Search-space files: the paper's value, the authors' code value and the searched range
-of each hyperparameter of one method on one dataset (``search_spaces/<method>_<dataset>.yaml``).
+of each hyperparameter of one method (``search_spaces/<method>.yaml``), with overrides
+where a dataset or a preset differs (``datasets:``/``presets:``) and an optional base file
+(``extends:``); the format is in docs/tuning.md.
 
-Every entry is checked on load against the TrainConfig field or method option it names
-(type and limits from ``spmi.options`` metadata); a problem is a ``SpaceError`` naming
-the file and the line.
+Every entry of the resolved space is checked against the TrainConfig field or method
+option it names (type and limits from ``spmi.options`` metadata); a problem is a
+``SpaceError`` naming the file and the line that holds the value (an override's own line).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ SpaceError = LocatedError
 DISTRIBUTIONS = {"uniform": float, "loguniform": float, "int": int, "logint": int, "categorical": None}
 TOP_KEYS = ("description", "method", "dataset", "settings", "fixed", "params")
 # a file's overrides: per dataset (registry names) and per preset (``tuning.settings.PRESETS``)
-OVERRIDES = {"datasets": lambda: DATASETS, "presets": lambda: PRESETS}
+OVERRIDES = {"datasets": DATASETS, "presets": PRESETS}
 OVERRIDE_KEYS = ("description", "settings", "fixed", "params")
 PARAM_KEYS = ("distribution", "low", "high", "step", "choices", "paper", "code", "start", "note")
 # hyperparameters that delay the method's label channel / purification: trials must not be
@@ -224,9 +226,9 @@ def _compose(path: Path, seen: tuple[Path, ...]) -> tuple[dict, Lines]:
         if not isinstance(overrides, dict):
             raise fail((section,), f"{section} must be a mapping of {section} names to overrides")
         for name, patch in overrides.items():
-            if name not in names():
+            if name not in names:
                 raise fail((section, str(name)), f"{section}: unknown name {name!r}; choose one of: "
-                                                 f"{', '.join(sorted(names()))}")
+                                                 f"{', '.join(sorted(names))}")
             if patch is not None and not isinstance(patch, dict):
                 raise fail((section, name), f"{section}.{name} must be a mapping (description, settings, fixed, "
                                             f"params)")
