@@ -204,7 +204,7 @@ def note(plan: P.SearchPlan) -> str:
     """The parent run's description (markdown): the command line and the search space."""
     storage = plan.storage
     text = (storage.read_text(plan.name, P.SPACE_COPY) if storage.is_file(plan.name, P.SPACE_COPY)
-            else Path(plan.space_path).read_text())
+            else plan.space().to_yaml())
     return (f"Search `{plan.name}`: {plan.method} on {plan.dataset}, {plan.num_samples} trials of up to "
             f"{plan.max_epochs} epochs (ASHA grace {plan.grace_period}).\n\n```\n{plan.command}\n```\n\n"
             f"Space `{plan.space_path}`:\n\n```yaml\n{text.rstrip()}\n```\n")
