@@ -70,7 +70,7 @@ def cat(name: str, paper: str, code: str, choices: tuple[str, ...]) -> Param:
 FIXMATCH = [num("lr", "loguniform", 0.03, 0.005, 0.2, code=0.05),
             num("weight_decay", "loguniform", 5e-4, 1e-4, 5e-3, code=1e-3),
             num("fixmatch_threshold", "uniform", 0.95, 0.7, 0.99), num("lambda_u", "uniform", 1.0, 0.25, 2.0)]
-# search_spaces/<method>_fmnist.yaml
+# search_spaces/<method>_fmnist.yaml at git 7d54ac8: (description, params)
 FORMER = {
     "spmi": ("SPMI's label channel: learning rate, weight decay, warm-up T_w, condensation thresholds and the two "
              "readings of the paper.",
