@@ -374,3 +374,13 @@ def test_a_copy_in_the_former_format_still_loads(tmp_path: Path) -> None:
     space = plan.space()
     assert space.dataset == "cifar100" and space.settings == {"labelled": 4000} and set(space.params) == {
         "lr", "warmup", "score"}
+
+
+def test_reproduce_takes_a_cell_s_paper_and_code_values_from_the_space_resolved_for_its_dataset(
+        tmp_path: Path) -> None:
+    from tuning.reproduce import cell_config
+    assert cell_config("paper", "cifar100", "spmi", tmp_path)[1]["warmup"] == 20
+    assert cell_config("paper", "fmnist", "spmi", tmp_path)[1]["warmup"] == 10
+    assert cell_config("paper", "cifar100", "cc_fixmatch", tmp_path)[1]["weight_decay"] == 1e-3
+    assert cell_config("code", "cifar100", "cc_fixmatch", tmp_path)[1]["lr"] == 0.05
+    assert cell_config("paper", "cifar10", "pop_fixmatch", tmp_path)[1]["weight_decay"] == 5e-4
