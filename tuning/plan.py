@@ -93,11 +93,12 @@ class SearchPlan:
                 "max_epochs": self.max_epochs}
 
     def space(self) -> SearchSpace:
-        """The space as it was when the search started (its copy in the experiment folder)."""
+        """The space as it was when the search started: its resolved copy in the experiment
+        folder (a plain space file; older searches copied their file as it was)."""
         if self.storage.is_file(self.name, SPACE_COPY):
             with self.storage.local_copy(self.name, SPACE_COPY) as copy:
                 return load_space(copy, self.method)
-        return load_space(self.space_path, self.method)
+        return load_space(self.space_path, self.method, self.dataset, self.preset)
 
 
 def split_location(experiment: str | Path) -> tuple[str, str]:
@@ -240,8 +241,8 @@ def make_plan(args: Any, storage: Storage, name: str, tracking_uri: str) -> tupl
     if not NAME_RE.match(name):
         raise ValueError(f"--name {name!r}: use letters, digits, '.', '_' or '-'")
     preset = dict(S.PRESETS[args.preset]) if args.preset else {}
-    space_path = Path(args.space).resolve() if args.space else S.default_space(args.method, args.dataset, args.preset)
-    space = load_space(space_path, args.method)
+    space_path = Path(args.space).resolve() if args.space else S.default_space(args.method)
+    space = load_space(space_path, args.method, args.dataset, args.preset)
     if space.dataset is not None and space.dataset != args.dataset:
         raise ValueError(f"{space_path} is a space for dataset {space.dataset}, not {args.dataset}")
 
@@ -312,8 +313,14 @@ def make_plan(args: Any, storage: Storage, name: str, tracking_uri: str) -> tupl
 
 
 def copy_space(plan: SearchPlan) -> None:
+    """Write the search's space, resolved for its dataset and preset, as one self-contained
+    file: a resumed search reads it back even if the space files have changed since."""
     if not plan.storage.exists(plan.name, SPACE_COPY):
-        plan.storage.write_bytes(Path(plan.space_path).read_bytes(), plan.name, SPACE_COPY)
+        space = load_space(plan.space_path, plan.method, plan.dataset, plan.preset)
+        what = f"dataset {plan.dataset}" + (f", preset {plan.preset}" if plan.preset else "")
+        plan.storage.write_text(space.to_yaml(f"The space of search {plan.name}: {plan.space_path} resolved for "
+                                              f"{what}.\nRead back on resume; format: docs/tuning.md."),
+                                plan.name, SPACE_COPY)
 
 
 STARTS_WHAT = {"warmup": "the label channel (condensation and expansion)", "pop_start": "POP's purification"}

@@ -149,8 +149,7 @@ def cell_config(source: str, dataset: str, method: str, storage: Path) -> tuple[
                 if found:
                     return dict(search.base), dict(found.get("params", found) if key == "best" else found)
         raise ValueError(f"--config-from {source}: the search has no report; let it finish (or confirm it)")
-    path = S.default_space(method, dataset)
-    space = load_space(path, method)
+    space = load_space(S.default_space(method), method, dataset)
     values = space.paper_values if source == "paper" else space.code_values
     labelled, rate = _paper_row(dataset)
     return {"labelled": labelled, "partial_rate": rate, **space.settings, **space.fixed}, dict(values)

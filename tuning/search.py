@@ -46,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", required=True, help=f"one of: {', '.join(sorted(DATASETS))}")
     p.add_argument("--method", default="spmi", help=f"one of: {', '.join(list_methods())}")
     p.add_argument("--preset", choices=sorted(PRESETS), help="quick: a ~15-minute CPU demo (8 trials, up to 8 epochs)")
-    p.add_argument("--space", help="search-space YAML (default: search_spaces/<method>_<dataset>[_quick].yaml)")
+    p.add_argument("--space", help="search-space YAML (default: search_spaces/<method>.yaml, per dataset and preset)")
     data = p.add_argument_group("data (defaults: the paper's settings of the dataset)")
     data.add_argument("--labelled", type=int, help="partially labelled images l")
     data.add_argument("--partial-rate", type=float, help="flipping probability p")
@@ -204,7 +204,7 @@ def note(plan: P.SearchPlan) -> str:
     """The parent run's description (markdown): the command line and the search space."""
     storage = plan.storage
     text = (storage.read_text(plan.name, P.SPACE_COPY) if storage.is_file(plan.name, P.SPACE_COPY)
-            else Path(plan.space_path).read_text())
+            else plan.space().to_yaml())
     return (f"Search `{plan.name}`: {plan.method} on {plan.dataset}, {plan.num_samples} trials of up to "
             f"{plan.max_epochs} epochs (ASHA grace {plan.grace_period}).\n\n```\n{plan.command}\n```\n\n"
             f"Space `{plan.space_path}`:\n\n```yaml\n{text.rstrip()}\n```\n")

@@ -18,17 +18,17 @@ DRIVER_CPU = 0.1             # CPU share of that idle driver
 DRIVER_HEADROOM_CPUS = 1     # logical CPUs a local Ray gets on top of the cores, for the drivers
 TRAIN_RUNS_DIR = "train_runs"  # <experiment>/train_runs/train-<trial_id>/epoch_NNNN: DDP checkpoints
 
-# presets: search settings (plan fields) and config values (``config``); the CLI overrides both
+# presets: search settings (plan fields) and config values (``config``); the CLI overrides both.
+# A space file may narrow its ranges for a preset (its ``presets:`` section, see tuning.spaces)
 PRESETS: dict[str, dict[str, object]] = {
     "quick": {
         "num_samples": 8, "max_epochs": 8, "grace_margin": 2, "reduction_factor": 2,
-        "cpus_per_trial": 1, "max_concurrent": 2, "space_suffix": "_quick",
+        "cpus_per_trial": 1, "max_concurrent": 2,
         "config": {"labelled": 1000, "unlabelled_size": 5000, "val_size": 2000},
     },
 }
 
 
-def default_space(method: str, dataset: str, preset: str | None = None) -> Path:
-    """``search_spaces/<method>_<dataset>[_quick].yaml``."""
-    suffix = str(PRESETS[preset]["space_suffix"]) if preset else ""
-    return SPACES_DIR / f"{method}_{dataset}{suffix}.yaml"
+def default_space(method: str) -> Path:
+    """``search_spaces/<method>.yaml``: the method's space, with its per-dataset and preset overrides."""
+    return SPACES_DIR / f"{method}.yaml"

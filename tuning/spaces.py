@@ -1,26 +1,35 @@
 """Search-space files: the paper's value, the authors' code value and the searched range
-of each hyperparameter of one method on one dataset (``search_spaces/<method>_<dataset>.yaml``).
+of each hyperparameter of one method (``search_spaces/<method>.yaml``), with overrides
+where a dataset or a preset differs (``datasets:``/``presets:``) and an optional base file
+(``extends:``); the format is in docs/tuning.md.
 
-Every entry is checked on load against the TrainConfig field or method option it names
-(type and limits from ``spmi.options`` metadata); a problem is a ``SpaceError`` naming
-the file and the line.
+Every entry of the resolved space is checked against the TrainConfig field or method
+option it names (type and limits from ``spmi.options`` metadata); a problem is a
+``SpaceError`` naming the file and the line that holds the value (an override's own line).
 """
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from spmi.data import DATASETS
 from spmi.methods import get_method
 from tuning.fields import FieldSpec, coerce, field_specs
+from tuning.settings import PRESETS
 from tuning.yaml_lines import Lines, LocatedError, load_with_lines
 
 SpaceError = LocatedError
 DISTRIBUTIONS = {"uniform": float, "loguniform": float, "int": int, "logint": int, "categorical": None}
 TOP_KEYS = ("description", "method", "dataset", "settings", "fixed", "params")
+# a file's overrides: per dataset (registry names) and per preset (``tuning.settings.PRESETS``)
+OVERRIDES = {"datasets": DATASETS, "presets": PRESETS}
+OVERRIDE_KEYS = ("description", "settings", "fixed", "params")
 PARAM_KEYS = ("distribution", "low", "high", "step", "choices", "paper", "code", "start", "note")
 # hyperparameters that delay the method's label channel / purification: trials must not be
 # judged before the largest of them (ASHA's grace period)
@@ -113,6 +122,39 @@ class SearchSpace:
             points.append(paper)
         return points
 
+    def to_yaml(self, comment: str = "") -> str:
+        """This space as one plain space file (no ``extends`` or overrides) that loads back
+        to the same space; ``comment`` becomes its header."""
+        def plain(value: Any) -> Any:
+            return list(value) if isinstance(value, tuple) else value
+
+        params = {}
+        for n, p in self.params.items():
+            entry: dict[str, Any] = {"paper": p.paper}
+            if p.code is not None:
+                entry["code"] = p.code
+            if p.start != (p.paper if p.code is None else p.code):
+                entry["start"] = p.start
+            entry["distribution"] = p.distribution
+            if p.distribution == "categorical":
+                entry["choices"] = list(p.choices)
+            else:
+                entry |= {"low": p.low, "high": p.high} | ({"step": p.step} if p.step is not None else {})
+            if p.note:
+                entry["note"] = p.note
+            params[n] = entry
+        doc: dict[str, Any] = {"method": self.method}
+        if self.dataset is not None:
+            doc["dataset"] = self.dataset
+        if self.description:
+            doc["description"] = self.description
+        for key in ("settings", "fixed"):
+            if getattr(self, key):
+                doc[key] = {k: plain(v) for k, v in getattr(self, key).items()}
+        doc["params"] = params
+        head = "".join(f"# {line}\n" if line else "#\n" for line in comment.splitlines())
+        return head + yaml.safe_dump(doc, sort_keys=False, width=100, allow_unicode=True)
+
     def distributions(self) -> dict[str, Any]:
         return {n: p.optuna_distribution() for n, p in self.params.items()}
 
@@ -146,23 +188,99 @@ class SearchSpace:
         return knob, epoch
 
 
-def load_space(path: str | Path, method: str) -> SearchSpace:
-    """Load and validate a space file for ``method``; SpaceError (file:line) on any problem."""
+def load_space(path: str | Path, method: str, dataset: str | None = None,
+               preset: str | None = None) -> SearchSpace:
+    """Load and validate a space file for ``method``, resolved for ``dataset`` and ``preset``
+    (its ``extends`` base, then its ``datasets``/``presets`` overrides for them, where it has
+    any); SpaceError (file:line) on any problem."""
     path = Path(path)
     if not path.is_file():
         raise SpaceError(path, None, "search-space file not found")
+    doc, lines = _compose(path, ())
+    data = {k: v for k, v in doc.items() if k not in OVERRIDES}
+    for section, name in (("datasets", dataset), ("presets", preset)):
+        patch = (doc.get(section) or {}).get(name) if name is not None else None
+        if patch:
+            _patch(data, patch, (), lines, lines, (section, name))
+    return _Parser(path, lines, method, dataset).space(data)
+
+
+def _compose(path: Path, seen: tuple[Path, ...]) -> tuple[dict, Lines]:
+    """The file's document with its ``extends`` chain applied, and where each node came from."""
     data, lines = load_with_lines(path)
-    return _Parser(path, lines, method).space(data)
+
+    def fail(where: tuple[str, ...], message: str) -> LocatedError:
+        return SpaceError(*(lines.key(where) or (path, None)), message)
+
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise SpaceError(*(lines.value(()) or (path, None)), f"the file must be a mapping, got {type(data).__name__}")
+    for key in data:
+        if key not in (*TOP_KEYS, "extends", *OVERRIDES):
+            raise fail((key,), f"unknown top-level key {key!r}; valid: {', '.join((*TOP_KEYS, 'extends', *OVERRIDES))}")
+    for section, names in OVERRIDES.items():
+        overrides = data.get(section)
+        if overrides is None:
+            continue
+        if not isinstance(overrides, dict):
+            raise fail((section,), f"{section} must be a mapping of {section} names to overrides")
+        for name, patch in overrides.items():
+            if name not in names:
+                raise fail((section, str(name)), f"{section}: unknown name {name!r}; choose one of: "
+                                                 f"{', '.join(sorted(names))}")
+            if patch is not None and not isinstance(patch, dict):
+                raise fail((section, name), f"{section}.{name} must be a mapping (description, settings, fixed, "
+                                            f"params)")
+            for key in patch or {}:
+                if key not in OVERRIDE_KEYS:
+                    raise fail((section, name, str(key)), f"unknown {section}.{name} key {key!r}; valid: "
+                                                         f"{', '.join(OVERRIDE_KEYS)}")
+    base = data.pop("extends", None)
+    if base is None:
+        return data, lines
+    if not isinstance(base, str) or not base:
+        raise fail(("extends",), "extends: give the base space file, a path relative to this file")
+    base_path = (path.parent / base).resolve()
+    if not base_path.is_file():
+        raise fail(("extends",), f"extends: {base_path} not found")
+    if base_path in (*seen, path.resolve()):
+        raise fail(("extends",), f"extends: {base} extends this file again (a cycle)")
+    doc, doc_lines = _compose(base_path, (*seen, path.resolve()))
+    _patch(doc, data, (), doc_lines, lines, ())
+    return doc, doc_lines
+
+
+def _patch(target: dict, patch: dict, at: tuple[str, ...], lines: Lines, src: Lines, src_at: tuple[str, ...]) -> None:
+    """Apply ``patch`` to ``target`` (at ``at``) in place, like a JSON merge patch (RFC 7396):
+    mappings merge key by key, any other value replaces, ``null`` removes the entry. Inside
+    the ``datasets``/``presets`` overrides (being overrides themselves) a ``null`` is kept.
+    ``lines`` follows: each node keeps the file and line it came from (``src`` at ``src_at``)."""
+    for key, value in patch.items():
+        t, s = (*at, key), (*src_at, key)
+        if value is None and not (len(t) > 2 and t[0] in OVERRIDES):
+            target.pop(key, None)
+            lines.drop(t)
+        elif isinstance(value, dict):
+            if not isinstance(target.get(key), dict):
+                target[key] = {}
+                lines.drop(t)
+            lines.take(t, src, s, deep=False)
+            _patch(target[key], value, t, lines, src, s)
+        else:
+            target[key] = copy.deepcopy(value)
+            lines.drop(t)
+            lines.take(t, src, s)
 
 
 class _Parser:
-    def __init__(self, path: Path, lines: Lines, method: str):
-        self.path, self.lines, self.method = path, lines, method
+    def __init__(self, path: Path, lines: Lines, method: str, dataset: str | None = None):
+        self.path, self.lines, self.method, self.dataset = path, lines, method, dataset
         self.specs = field_specs(method)
 
     def fail(self, where: tuple[str, ...], message: str, key: bool = False) -> LocatedError:
-        line = self.lines.key(where) if key else self.lines.value(where)
-        return SpaceError(self.path, line, message)
+        found = self.lines.key(where) if key else self.lines.value(where)
+        return SpaceError(*(found or (self.path, None)), message)
 
     def mapping(self, value: Any, where: tuple[str, ...], what: str) -> dict:
         if value is None:
@@ -197,7 +315,7 @@ class _Parser:
         method = top.get("method", self.method)
         if method != self.method:
             raise self.fail(("method",), f"this space is for method {method!r}, not {self.method!r}")
-        dataset = top.get("dataset")
+        dataset = top.get("dataset", self.dataset)
         if dataset is not None and dataset not in DATASETS:
             raise self.fail(("dataset",), f"unknown dataset {dataset!r}; choose one of: {', '.join(sorted(DATASETS))}")
         settings = {k: self.value(self.spec(k, ("settings", k), options_ok=False), v, ("settings", k))
