@@ -35,7 +35,7 @@ def test_register_custom_and_duplicate(monkeypatch: pytest.MonkeyPatch) -> None:
 
     assert "tiny" in list_models()
     assert create_model("tiny", 4, 2)(torch.zeros(1, 2)).shape == (1, 4)
-    with pytest.raises(ValueError, match="^model 'tiny' is already registered by .*<locals>.tiny; register the new one under another name$"):
+    with pytest.raises(ValueError, match="^model 'tiny' is already registered by .*<locals>.tiny; register"):
         register_model("tiny")(lambda num_classes, in_channels: nn.Linear(in_channels, num_classes))
     assert create_model("tiny", 4, 2).out_features == 4  # the first one kept
     with pytest.raises(ValueError, match="^model 'lenet' is already registered by spmi.models.lenet.lenet"):
