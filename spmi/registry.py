@@ -25,7 +25,7 @@ class Registry(Generic[T]):
                  quote: Callable[[object], str] = repr) -> None:
         self.kind, self.package, self.error, self.quote = kind, package, error, quote
         self._entries: dict[str, T] = {}
-        self._loaded = package is None
+        self._loaded, self._loading = package is None, False
 
     def add(self, name: str, entry: T) -> T:
         """Register ``entry`` under ``name``; a name already taken is refused."""
@@ -46,13 +46,17 @@ class Registry(Generic[T]):
         return decorator
 
     def _load(self) -> None:
-        if self._loaded:
+        if self._loaded or self._loading:  # a module may look entries up while it loads
             return
-        self._loaded = True  # before importing: a module may look entries up while it loads
-        assert self.package is not None
-        package = importlib.import_module(self.package)
-        for module in pkgutil.iter_modules(package.__path__):
-            importlib.import_module(f"{self.package}.{module.name}")
+        self._loading = True
+        try:
+            assert self.package is not None
+            package = importlib.import_module(self.package)
+            for module in pkgutil.iter_modules(package.__path__):
+                importlib.import_module(f"{self.package}.{module.name}")
+            self._loaded = True
+        finally:
+            self._loading = False
 
     def get(self, name: object) -> T:
         """The entry ``name``, or ``error`` naming the valid choices."""

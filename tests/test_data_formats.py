@@ -76,7 +76,7 @@ def test_default_root(monkeypatch, tmp_path):
 
 
 def test_a_second_dataset_of_a_taken_name_is_refused(monkeypatch):
-    monkeypatch.setattr(DATASETS, "_entries", dict(DATASETS._entries))
+    monkeypatch.setattr(DATASETS, "_entries", dict(DATASETS.items()))  # items() loads the registry first
     other = dataclasses.replace(get_info("cifar10"), title="another CIFAR-10")
     with pytest.raises(ValueError, match="^dataset 'cifar10' is already registered; register the new one under"):
         register_dataset(other)

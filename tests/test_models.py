@@ -27,7 +27,7 @@ def test_unknown_model_message() -> None:
 
 
 def test_register_custom_and_duplicate(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(MODELS, "_entries", dict(MODELS._entries))
+    monkeypatch.setattr(MODELS, "_entries", dict(MODELS.items()))  # items() loads the registry first
 
     @register_model("tiny")
     def tiny(num_classes: int, in_channels: int) -> nn.Module:

@@ -71,7 +71,7 @@ def test_unknown_names_keep_their_messages():
 
 
 def test_a_second_method_of_a_taken_name_is_refused(monkeypatch):
-    monkeypatch.setattr(METHODS, "_entries", dict(METHODS._entries))
+    monkeypatch.setattr(METHODS, "_entries", dict(METHODS.items()))  # items() loads the registry first
     original = get_method("spmi")
 
     class Impostor(original):
@@ -82,3 +82,20 @@ def test_a_second_method_of_a_taken_name_is_refused(monkeypatch):
     assert get_method("spmi") is original
     Impostor.name = "spmi_copy"
     assert register_method(Impostor) is Impostor and get_method("spmi_copy") is Impostor
+
+
+def test_a_module_that_fails_to_import_fails_every_lookup(tmp_path, monkeypatch):
+    """Not a registry silently missing the entries of a module that failed once."""
+    pkg = tmp_path / "plugins_11c_bad"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("from spmi.registry import Registry\nR = Registry('plugin', __name__)\n")
+    (pkg / "broken.py").write_text("raise ImportError('needs a package that is not installed')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    try:
+        r = importlib.import_module("plugins_11c_bad").R
+        for _ in range(2):
+            with pytest.raises(ImportError, match="not installed"):
+                r.names()
+    finally:
+        for name in ("plugins_11c_bad", "plugins_11c_bad.broken"):
+            sys.modules.pop(name, None)
