@@ -119,6 +119,20 @@ def test_round_trip_of_each_dataset(tmp_path, name):
 
 
 @pytest.mark.parametrize("name", list(DATASETS))
+def test_fetch_cli_verifies_each_dataset(monkeypatch, tmp_path, capsys, name):
+    from spmi.data import fetch
+    folder, expected = datagen.write_dataset(name, tmp_path, 3, 2)
+    assert fetch.main([name, "--data-root", str(tmp_path)]) == 2  # the real files' MD5s reject these
+    assert capsys.readouterr().err.startswith("error: checksum mismatch for ")
+    info = get_info(name)
+    monkeypatch.setitem(DATASETS._entries, name, dataclasses.replace(
+        info, source=dataclasses.replace(info.source, md5=datagen.md5_table(folder))))
+    assert fetch.main([name, "--data-root", str(tmp_path)]) == 0
+    assert capsys.readouterr().out.startswith(f"{name}: {len(expected[1])} training and 2 test images verified in "
+                                              f"{tmp_path} (checksum ")
+
+
+@pytest.mark.parametrize("name", list(DATASETS))
 def test_missing_dataset_says_how_to_fix_in_one_line(tmp_path, name):
     root = tmp_path / "nowhere"
     with pytest.raises(DataError) as err:
