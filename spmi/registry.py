@@ -72,6 +72,9 @@ class Registry(Generic[T]):
         self._load()
         return sorted(self._entries)
 
+    def keys(self) -> list[str]:
+        return self.names()
+
     def values(self) -> list[T]:
         """The entries, in sorted name order."""
         return [self._entries[n] for n in self.names()]

@@ -15,6 +15,7 @@ def test_register_get_and_names():
     r: Registry[int] = Registry("thing")
     assert r.register("b")(2) == 2 and r.add("a", 1) == 1
     assert r.names() == list(r) == ["a", "b"] and len(r) == 2 and r.values() == [1, 2]
+    assert dict(r) == {"a": 1, "b": 2} and r.items() == [("a", 1), ("b", 2)]
     assert "a" in r and "c" not in r and ["a"] not in r and r["b"] == 2 and r.get("a") == 1
     with pytest.raises(ValueError, match="^unknown thing 'c'; choose one of: a, b$"):
         r.get("c")
