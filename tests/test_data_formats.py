@@ -259,6 +259,15 @@ def test_cifar_real_table_is_torchvisions(tmp_path):
         load_dataset("cifar10", root=tmp_path)
 
 
+def test_tables_of_torchvision_downloads_are_torchvisions():
+    """The MD5s in the specs of the datasets torchvision downloads are the ones it checks."""
+    import torchvision.datasets as tvd
+    assert get_info("cifar10").source.md5 == dict(tvd.CIFAR10.train_list + tvd.CIFAR10.test_list)
+    assert get_info("cifar100").source.md5 == dict(tvd.CIFAR100.train_list + tvd.CIFAR100.test_list)
+    assert get_info("svhn").source.md5 == {tvd.SVHN.split_list[s][1]: tvd.SVHN.split_list[s][2]
+                                           for s in ("train", "test")}
+
+
 def test_cifar_missing_says_how_to_fix(tmp_path):
     datagen.write_cifar10(tmp_path, 2, 2)
     (tmp_path / "cifar-10-batches-py" / "data_batch_3").unlink()
