@@ -27,7 +27,7 @@ def per_sample(v: float, n: int) -> torch.Tensor:
 # ----------------------------------------------------------------------- front end
 
 
-@pytest.mark.parametrize("policy", [None, "cifar10_spmi", "cifar10", "svhn"])
+@pytest.mark.parametrize("policy", [None, *sorted(A.POLICIES)])
 def test_output_dtype_shape(policy: str | None) -> None:
     aug = Augmenter([0.4, 0.5, 0.6], [0.2, 0.25, 0.3], policy)
     x = images()
@@ -101,7 +101,7 @@ def test_independent_draws_per_sample() -> None:
             assert len({tuple(r.tolist()) for r in out}) > 16
 
 
-@pytest.mark.parametrize("policy", [None, "cifar10", "svhn"])
+@pytest.mark.parametrize("policy", [None, *sorted(A.POLICIES)])
 def test_determinism(policy: str | None) -> None:
     aug = Augmenter([0.5] * 3, [0.5] * 3, policy)
     x = images(64)

@@ -7,13 +7,15 @@ import torch
 from torch import nn
 
 from spmi.comm import Comm
-from spmi.methods import get_method
+from spmi.methods import get_method, list_methods
 from spmi.methods.base import Batch, MethodContext
 from spmi.methods.fixmatch import FixMatchPLL, pseudo_labels, write_rows
 from spmi.methods.pop_fixmatch import POPFixMatch, purification_epoch, purify
 from spmi.options import build
 
 T, F = True, False
+# every registered FixMatch-based method (PRODEN/CC/POP + FixMatch and any added later)
+FIXMATCH_FAMILY = [m for m in list_methods() if issubclass(get_method(m), FixMatchPLL)]
 CANDS = torch.tensor([[T, T, F], [T, T, T], [F, T, T]])
 
 
@@ -244,29 +246,36 @@ def test_pop_theta_stops_growing_at_max_and_sets_used_for_pseudo_labels():
     assert m.fm_counts.tolist() == [4, 2, 1]
 
 
-def test_state_dict_round_trip_is_exact_and_independent():
-    for name in ("proden_fixmatch", "cc_fixmatch", "pop_fixmatch"):
-        a = make(name, fixmatch_threshold=0.9)
-        a.loss(Fixed(), batch(), epoch=0)
-        if name == "pop_fixmatch":
-            a.theta, a.last_change = 0.123, 0.5
-            a.epoch_start(0, noop)
-        saved = {k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in a.state_dict().items()}
-        b = make(name, fixmatch_threshold=0.9)
-        b.load_state_dict(a.state_dict())
-        for k in type(a).state_names:
-            va, vb = getattr(a, k), getattr(b, k)
-            assert torch.equal(va, vb) if isinstance(va, torch.Tensor) else va == vb
-        b.loss(Fixed(), batch(lab=LAB.flip(1)), epoch=0)  # updates b only
-        for k, v in saved.items():
-            assert torch.equal(getattr(a, k), v) if isinstance(v, torch.Tensor) else getattr(a, k) == v
+def test_the_fixmatch_family_is_found_in_the_registry():
+    assert {"proden_fixmatch", "cc_fixmatch", "pop_fixmatch"} <= set(FIXMATCH_FAMILY)
+    assert "spmi" not in FIXMATCH_FAMILY
+
+
+@pytest.mark.parametrize("name", FIXMATCH_FAMILY)
+def test_state_dict_round_trip_is_exact_and_independent(name):
+    a = make(name, fixmatch_threshold=0.9)
+    a.loss(Fixed(), batch(), epoch=0)
+    if name == "pop_fixmatch":
+        a.theta, a.last_change = 0.123, 0.5
+        a.epoch_start(0, noop)
+    saved = {k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in a.state_dict().items()}
+    b = make(name, fixmatch_threshold=0.9)
+    b.load_state_dict(a.state_dict())
+    for k in type(a).state_names:
+        va, vb = getattr(a, k), getattr(b, k)
+        assert torch.equal(va, vb) if isinstance(va, torch.Tensor) else va == vb
+    b.loss(Fixed(), batch(lab=LAB.flip(1)), epoch=0)  # updates b only
+    for k, v in saved.items():
+        assert torch.equal(getattr(a, k), v) if isinstance(v, torch.Tensor) else getattr(a, k) == v
+
+
+@pytest.mark.parametrize("name", FIXMATCH_FAMILY)
+def test_fixmatch_options_defaults(name):
+    o = build(get_method(name).Options, {}, name)
+    assert (o.fixmatch_threshold, o.lambda_u, o.restrict_to_candidates) == (0.95, 1.0, True)
 
 
 def test_options_and_flags():
-    for name in ("proden_fixmatch", "cc_fixmatch", "pop_fixmatch"):
-        cls = get_method(name)
-        o = build(cls.Options, {}, name)
-        assert (o.fixmatch_threshold, o.lambda_u, o.restrict_to_candidates) == (0.95, 1.0, True)
     o = build(get_method("pop_fixmatch").Options, {}, "pop_fixmatch")
     assert (o.pop_start, o.pop_every, o.pop_window, o.pop_theta_start, o.pop_theta_growth, o.pop_theta_max,
             o.pop_change_tol) == (20, 5, 5, 0.001, 1.001, 0.4, 1e-4)

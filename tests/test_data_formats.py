@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import pickle
+import re
 import subprocess
 from collections import OrderedDict
 from pathlib import Path
@@ -12,11 +14,15 @@ import numpy as np
 import pytest
 import torch
 
-from spmi.data import DATASETS, DataError, default_root, get_info, load_dataset, sources, verify_files
+from spmi.augment import POLICIES
+from spmi.data import DATASETS, DataError, default_root, get_info, load_dataset, register_dataset, sources, verify_files
+from spmi.data.registry import Debian
+from spmi.methods import get_method
+from spmi.models import list_models
 from tests import datagen
 
 REAL_FMNIST = Path("/usr/share/datasets/fashion-mnist")
-CHOICES = "choose one of: cifar10, cifar100, fmnist, svhn"
+CHOICES = "choose one of: " + ", ".join(sorted(DATASETS))
 
 
 def _assert_equal(data, expected) -> None:
@@ -36,7 +42,7 @@ def _assert_marker(x: torch.Tensor) -> None:
 
 
 def test_registry_facts():
-    assert sorted(DATASETS) == ["cifar10", "cifar100", "fmnist", "svhn"]
+    assert {"cifar10", "cifar100", "fmnist", "svhn"} <= set(DATASETS)
     f, c10, c100, s = (get_info(n) for n in ("fmnist", "cifar10", "cifar100", "svhn"))
     assert (f.channels, f.size, f.num_classes, f.policy, f.model) == (1, 28, 10, None, "lenet")
     assert (c10.channels, c10.size, c10.policy, c10.model) == (3, 32, "cifar10_spmi", "wrn_28_2")
@@ -53,12 +59,99 @@ def test_unknown_dataset_lists_choices():
         load_dataset("mnist", root="/nonexistent")
 
 
+def debian_at(monkeypatch, folder: Path) -> None:
+    """Fashion-MNIST's registry entry with its Debian package installing into ``folder``."""
+    info = get_info("fmnist")
+    source = dataclasses.replace(info.source, debian=Debian(info.source.debian.package, folder))
+    monkeypatch.setitem(DATASETS._entries, "fmnist", dataclasses.replace(info, source=source))
+
+
 def test_default_root(monkeypatch, tmp_path):
     assert default_root("cifar10") == Path("data")
-    monkeypatch.setattr(sources, "DEBIAN_FMNIST", tmp_path)
+    debian_at(monkeypatch, tmp_path)
     assert default_root("fmnist") == tmp_path
-    monkeypatch.setattr(sources, "DEBIAN_FMNIST", tmp_path / "absent")
+    debian_at(monkeypatch, tmp_path / "absent")
     assert default_root("fmnist") == Path("data")
+
+
+def test_a_second_dataset_of_a_taken_name_is_refused(monkeypatch):
+    monkeypatch.setattr(DATASETS, "_entries", dict(DATASETS.items()))  # items() loads the registry first
+    other = dataclasses.replace(get_info("cifar10"), title="another CIFAR-10")
+    with pytest.raises(ValueError, match="^dataset 'cifar10' is already registered; register the new one under"):
+        register_dataset(other)
+    assert get_info("cifar10").title == "CIFAR-10"
+    register_dataset(dataclasses.replace(other, name="cifar10_copy"))
+    assert "cifar10_copy" in DATASETS and get_info("cifar10_copy").title == "another CIFAR-10"
+
+
+# ---------------------------------------------------------------- every registered dataset
+
+
+@pytest.mark.parametrize("name", list(DATASETS))
+def test_spec_is_complete_and_consistent(name):
+    info = get_info(name)
+    src = info.source
+    assert info.name == name and info.title and info.num_classes >= 2 and info.channels >= 1
+    assert len(info.mean) == len(info.std) == info.channels and all(0 < s < 1 for s in info.std)
+    assert list(src.md5) == list(src.format.files())  # every file checked, in the format's order
+    assert all(re.fullmatch("[0-9a-f]{32}", md5) for md5 in src.md5.values())
+    assert src.folders and callable(src.fetch)
+    assert info.train_size > info.labelled and info.labelled % info.num_classes == 0 and info.test_size > 0
+    assert info.model in list_models() and (info.policy is None or info.policy in POLICIES)
+    assert 0 < info.partial_rate <= 1 and info.warmup >= 0 and 0 <= info.unlabelled_ema < 1
+    assert info.paper_options().keys() <= get_method("spmi").Options.__dataclass_fields__.keys()
+    if info.superclass is not None:
+        assert len(info.superclass) == info.num_classes
+
+
+@pytest.mark.parametrize("name", list(DATASETS))
+def test_round_trip_of_each_dataset(tmp_path, name):
+    """Tiny files in the dataset's on-disk format decode to the written images, and its
+    own MD5 table (the real files') rejects them."""
+    folder, expected = datagen.write_dataset(name, tmp_path, 3, 2)
+    data = load_dataset(name, root=tmp_path, checksums=datagen.md5_table(folder))
+    info = get_info(name)
+    _assert_equal(data, expected)
+    assert data.info is info and data.train_x.shape[1:] == (info.channels, info.size, info.size)
+    with pytest.raises(DataError, match="^checksum mismatch for .*; delete it and re-download"):
+        load_dataset(name, root=tmp_path)
+
+
+@pytest.mark.parametrize("name", list(DATASETS))
+def test_fetch_cli_verifies_each_dataset(monkeypatch, tmp_path, capsys, name):
+    from spmi.data import fetch
+    folder, expected = datagen.write_dataset(name, tmp_path, 3, 2)
+    assert fetch.main([name, "--data-root", str(tmp_path)]) == 2  # the real files' MD5s reject these
+    assert capsys.readouterr().err.startswith("error: checksum mismatch for ")
+    info = get_info(name)
+    monkeypatch.setitem(DATASETS._entries, name, dataclasses.replace(
+        info, source=dataclasses.replace(info.source, md5=datagen.md5_table(folder))))
+    assert fetch.main([name, "--data-root", str(tmp_path)]) == 0
+    assert capsys.readouterr().out.startswith(f"{name}: {len(expected[1])} training and 2 test images verified in "
+                                              f"{tmp_path} (checksum ")
+
+
+@pytest.mark.parametrize("name", list(DATASETS))
+def test_missing_dataset_says_how_to_fix_in_one_line(tmp_path, name):
+    root = tmp_path / "nowhere"
+    with pytest.raises(DataError) as err:
+        load_dataset(name, root=root)
+    msg = str(err.value)
+    assert "\n" not in msg and str(root) in msg
+    for fix in (f"python -m spmi.data.fetch {name}", "--data-root DIR", "--download"):
+        assert fix in msg
+
+
+@pytest.mark.parametrize("name", list(DATASETS))
+def test_download_failure_of_each_dataset_is_a_data_error(monkeypatch, tmp_path, name):
+    def offline(*_, **__):
+        raise RuntimeError("network unreachable")
+
+    info = get_info(name)
+    monkeypatch.setitem(DATASETS._entries, name, dataclasses.replace(
+        info, source=dataclasses.replace(info.source, fetch=offline)))
+    with pytest.raises(DataError, match=f"^download of {re.escape(info.title)} into .* failed \\(network unreachable"):
+        load_dataset(name, root=tmp_path, download=True)
 
 
 # ---------------------------------------------------------------- Fashion-MNIST idx
@@ -166,6 +259,15 @@ def test_cifar_real_table_is_torchvisions(tmp_path):
         load_dataset("cifar10", root=tmp_path)
 
 
+def test_tables_of_torchvision_downloads_are_torchvisions():
+    """The MD5s in the specs of the datasets torchvision downloads are the ones it checks."""
+    import torchvision.datasets as tvd
+    assert get_info("cifar10").source.md5 == dict(tvd.CIFAR10.train_list + tvd.CIFAR10.test_list)
+    assert get_info("cifar100").source.md5 == dict(tvd.CIFAR100.train_list + tvd.CIFAR100.test_list)
+    assert get_info("svhn").source.md5 == {tvd.SVHN.split_list[s][1]: tvd.SVHN.split_list[s][2]
+                                           for s in ("train", "test")}
+
+
 def test_cifar_missing_says_how_to_fix(tmp_path):
     datagen.write_cifar10(tmp_path, 2, 2)
     (tmp_path / "cifar-10-batches-py" / "data_batch_3").unlink()
@@ -223,7 +325,7 @@ def test_fetch_installs_with_apt_when_root_absent(monkeypatch, tmp_path, capsys)
         return subprocess.CompletedProcess(cmd, 0, "", "")
 
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(sources, "DEBIAN_FMNIST", deb)
+    debian_at(monkeypatch, deb)
     monkeypatch.setattr(sources.os, "geteuid", lambda: 0)
     monkeypatch.setattr(sources.shutil, "which", lambda _: "/usr/bin/apt-get")
     monkeypatch.setattr(sources.subprocess, "run", fake_run)
@@ -238,7 +340,7 @@ def test_fetch_installs_with_apt_when_root_absent(monkeypatch, tmp_path, capsys)
 
 def test_no_apt_when_root_given(monkeypatch, tmp_path):
     monkeypatch.setattr(sources.os, "geteuid", lambda: 0)
-    monkeypatch.setattr(sources, "DEBIAN_FMNIST", tmp_path / "deb")
+    debian_at(monkeypatch, tmp_path / "deb")
     monkeypatch.setattr(sources.subprocess, "run", lambda *a, **k: pytest.fail("apt-get must not run"))
     with pytest.raises(DataError, match="not found"):
         load_dataset("fmnist", root=tmp_path / "given")
@@ -285,6 +387,8 @@ def test_download_failure_is_data_error(monkeypatch, tmp_path):
 @pytest.mark.skipif(not REAL_FMNIST.is_dir(), reason="Debian's dataset-fashion-mnist is not installed")
 def test_real_fashion_mnist_verifies():
     data = load_dataset("fmnist", root=REAL_FMNIST, verify=True)
+    info = get_info("fmnist")
+    assert (info.train_size, info.test_size) == (60000, 10000)
     assert data.train_x.shape == (60000, 1, 28, 28) and data.test_x.shape == (10000, 1, 28, 28)
     assert data.train_x.dtype == torch.uint8 and data.train_y.dtype == torch.int64
     assert torch.equal(torch.bincount(data.train_y), torch.full((10,), 6000))

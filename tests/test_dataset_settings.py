@@ -7,6 +7,7 @@ import pytest
 
 from datagen import write_cifar100, write_idx_fmnist
 from spmi.config import TrainConfig, with_dataset_defaults
+from spmi.data import DATASETS, get_info
 from spmi.train import build_parser, config_from_args
 from tuning.storage import open_storage
 
@@ -29,6 +30,13 @@ def paper_part(cfg: TrainConfig) -> tuple:
 ])
 def test_single_run_takes_the_datasets_paper_settings(dataset: str, expected: tuple) -> None:
     assert paper_part(single_run("--dataset", dataset)) == expected
+
+
+@pytest.mark.parametrize("dataset", list(DATASETS))
+def test_every_registered_dataset_gives_a_single_run_its_settings(dataset: str) -> None:
+    info = get_info(dataset)
+    assert paper_part(single_run("--dataset", dataset)) == (info.labelled, info.partial_rate, info.model,
+                                                            info.policy or "none", info.warmup, info.unlabelled_ema)
 
 
 def test_flags_override_the_dataset_and_other_methods_get_only_their_options() -> None:

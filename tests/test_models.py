@@ -6,10 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-import spmi.models as models
-from spmi.models import create_model, list_models, register_model
-
-INPUT = {"lenet": (1, 28, 28), "wrn_28_2": (3, 32, 32), "wrn_28_8": (3, 32, 32)}
+from spmi.data import DATASETS, get_info
+from spmi.models import MODELS, create_model, list_models, register_model
 
 
 def n_params(m: nn.Module) -> int:
@@ -17,17 +15,18 @@ def n_params(m: nn.Module) -> int:
 
 
 def test_registry_lists_models() -> None:
-    assert list_models() == ["lenet", "wrn_28_2", "wrn_28_8"]
+    assert list_models() == sorted(list_models())
+    assert {"lenet", "wrn_28_2", "wrn_28_8"} | {info.model for info in DATASETS.values()} <= set(list_models())
 
 
 def test_unknown_model_message() -> None:
     with pytest.raises(ValueError) as err:
         create_model("x", 10, 3)
-    assert str(err.value) == "unknown model 'x'; choose one of: lenet, wrn_28_2, wrn_28_8"
+    assert str(err.value) == f"unknown model 'x'; choose one of: {', '.join(list_models())}"
 
 
 def test_register_custom_and_duplicate(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(models, "_REGISTRY", dict(models._REGISTRY))
+    monkeypatch.setattr(MODELS, "_entries", dict(MODELS.items()))  # items() loads the registry first
 
     @register_model("tiny")
     def tiny(num_classes: int, in_channels: int) -> nn.Module:
@@ -35,19 +34,32 @@ def test_register_custom_and_duplicate(monkeypatch: pytest.MonkeyPatch) -> None:
 
     assert "tiny" in list_models()
     assert create_model("tiny", 4, 2)(torch.zeros(1, 2)).shape == (1, 4)
-    with pytest.raises(ValueError):
-        register_model("tiny")(tiny)
+    with pytest.raises(ValueError, match="^model 'tiny' is already registered by .*<locals>.tiny; register"):
+        register_model("tiny")(lambda num_classes, in_channels: nn.Linear(in_channels, num_classes))
+    assert create_model("tiny", 4, 2).out_features == 4  # the first one kept
+    with pytest.raises(ValueError, match="^model 'lenet' is already registered by spmi.models.lenet.lenet"):
+        register_model("lenet")(tiny)
 
 
-@pytest.mark.parametrize("name", ["lenet", "wrn_28_2", "wrn_28_8"])
+@pytest.mark.parametrize("name", list_models())
 def test_forward_shape(name: str) -> None:
+    """Every model takes any class count and channel count, at 28x28 (the smallest images)."""
     torch.manual_seed(0)
-    c, h, w = INPUT[name]
-    model = create_model(name, num_classes=7, in_channels=c)
+    model = create_model(name, num_classes=7, in_channels=2)
     with torch.no_grad():
-        out = model(torch.randn(2, c, h, w))
+        out = model(torch.randn(2, 2, 28, 28))
     assert out.shape == (2, 7)
     assert torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("dataset", list(DATASETS))
+def test_each_datasets_network_takes_its_images(dataset: str) -> None:
+    info = get_info(dataset)
+    torch.manual_seed(0)
+    model = create_model(info.model, info.num_classes, info.channels).eval()
+    with torch.no_grad():
+        out = model(torch.randn(2, info.channels, info.size, info.size))
+    assert out.shape == (2, info.num_classes) and torch.isfinite(out).all()
 
 
 def test_lenet_in_channels() -> None:

@@ -111,8 +111,8 @@ def test_class_too_small_outside_val():
 def test_hierarchical_partial_labels_stay_in_the_superclass():
     """The authors' --hierarchical (utils_algo.py::generate_hierarchical_cv_candidate_labels):
     wrong labels only from the true label's superclass, each w.p. p; same draws as uniform."""
-    from spmi.data.registry import CIFAR100_SUPERCLASS
-    group = torch.tensor(CIFAR100_SUPERCLASS)
+    from spmi.data import get_info
+    group = torch.tensor(get_info("cifar100").superclass)
     labels = torch.randint(0, 100, (6000,), generator=torch.Generator().manual_seed(1))
     uni = make_split(labels, 100, 2000, 0.5, 100, seed=3)
     hie = make_split(labels, 100, 2000, 0.5, 100, seed=3, superclass=group)
@@ -124,9 +124,9 @@ def test_hierarchical_partial_labels_stay_in_the_superclass():
 
 
 def test_superclass_table_is_the_authors_hierarchy():
-    """CIFAR100_SUPERCLASS against the superclass -> fine names table of the authors'
-    utils_algo.py, with CIFAR-100's fine labels in their (alphabetical) meta order."""
-    from spmi.data.registry import CIFAR100_SUPERCLASS
+    """CIFAR-100's superclass table (its registry entry) against the superclass -> fine names
+    table of the authors' utils_algo.py, with CIFAR-100's fine labels in their (alphabetical) meta order."""
+    from spmi.data import get_info
     table = {
         "aquatic mammals": "beaver dolphin otter seal whale", "fish": "aquarium_fish flatfish ray shark trout",
         "flowers": "orchid poppy rose sunflower tulip", "food containers": "bottle bowl can cup plate",
@@ -149,4 +149,4 @@ def test_superclass_table_is_the_authors_hierarchy():
     for coarse, names in enumerate(table.values()):
         for name in names.split():
             expected[fine.index(name)] = coarse
-    assert list(CIFAR100_SUPERCLASS) == expected
+    assert list(get_info("cifar100").superclass) == expected

@@ -21,9 +21,6 @@ DAY_S = 24 * 3600.0
 MODEL_GFLOP = {"lenet": 0.01304, "wrn_28_2": 0.4287, "wrn_28_8": 6.720}
 # share of the matrix-product peak a CPU epoch reaches (benchmarks/epoch_time.py)
 CPU_EFFICIENCY = 0.5
-# (train, test) images per dataset, for the estimate made before any data is loaded
-DATASET_SIZES = {"fmnist": (60000, 10000), "cifar10": (50000, 10000), "cifar100": (50000, 10000),
-                 "svhn": (73257, 26032)}
 
 
 @dataclass(frozen=True)
@@ -83,8 +80,9 @@ def start_message(plan: Any, core_flops: float) -> list[str]:
     from spmi.config import with_dataset_defaults
     from spmi.data import get_info
     cfg = with_dataset_defaults(plan.base_config)
-    n_train, n_test = DATASET_SIZES.get(plan.dataset, (50000, 10000))
-    epoch = rough_epoch_seconds(cfg.model or get_info(plan.dataset).model, cfg.labelled,
+    info = get_info(plan.dataset)  # its real train/test sizes: the estimate comes before any data is loaded
+    n_train, n_test = info.train_size, info.test_size
+    epoch = rough_epoch_seconds(cfg.model or info.model, cfg.labelled,
                                 cfg.unlabelled_size or n_train - cfg.val_size, cfg.batch_size,
                                 cfg.val_size + n_test, CPU_EFFICIENCY * core_flops * plan.cpus_per_trial)
     at_once = plan.max_concurrent or max(1, (os.cpu_count() or 1) // plan.cpus_per_trial)

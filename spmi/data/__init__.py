@@ -1,7 +1,8 @@
-"""Datasets: metadata, on-disk formats, sources and the SSPLL split."""
+"""Datasets: the registry (one spec per dataset in ``datasets/``), on-disk formats, sources
+and the SSPLL split."""
 
 from .formats import verify_files
-from .registry import DATASETS, DataError, DatasetInfo, get_info
+from .registry import DATASETS, DataError, DatasetInfo, get_info, register_dataset
 from .sources import ImageData, default_root, load_dataset
 from .split import SSPLLSplit, check_split_args, make_split, uniform_partial_labels
 
@@ -16,6 +17,7 @@ __all__ = [
     "get_info",
     "load_dataset",
     "make_split",
+    "register_dataset",
     "uniform_partial_labels",
     "verify_files",
 ]

@@ -1,4 +1,5 @@
-"""Parsers of the on-disk dataset formats (idx, CIFAR pickles, SVHN .mat) and MD5 checks.
+"""Parsers of the on-disk dataset formats (idx, CIFAR pickles, SVHN .mat), MD5 checks, and
+the format descriptions a dataset's registry entry names (``Idx``, ``Cifar``, ``Svhn``).
 
 All readers return numpy arrays ``x`` uint8 [N, C, H, W] and ``y`` int64 [N].
 """
@@ -11,12 +12,15 @@ import hashlib
 import io
 import pickle
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
 from .registry import DataError
 
+Arrays = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 _CHUNK = 1 << 20
 _REFETCH = "delete it and re-download (--download) or restore the original file"
 
@@ -178,3 +182,83 @@ def read_svhn_mat(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     if x.ndim != 4 or x.shape[2] != 3 or x.shape[3] != len(y):
         raise DataError(f"{path}: X {x.shape} / y {y.shape} are not SVHN-shaped; {_REFETCH}")
     return x.astype(np.uint8, copy=False).transpose(3, 2, 0, 1), np.where(y == 10, 0, y)
+
+
+# ---------------------------------------------------------------- format descriptions
+
+
+class Format:
+    """An on-disk layout: the files a dataset folder holds and how to decode them into
+    ``(train_x, train_y, test_x, test_y)``."""
+
+    gz: ClassVar[bool] = False  # whether ``name.gz`` may stand for ``name``
+
+    def files(self) -> tuple[str, ...]:
+        """The files, training files first."""
+        raise NotImplementedError
+
+    def locate(self, folder: Path, name: str) -> Path | None:
+        """Path of file ``name`` in ``folder``, or None."""
+        if self.gz:
+            return resolve(folder, name)
+        return folder / name if (folder / name).is_file() else None
+
+    def parse(self, folder: Path) -> Arrays:
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class Idx(Format):
+    """MNIST-family idx files ``{prefix}-images-idx3-ubyte`` and ``{prefix}-labels-idx1-ubyte``
+    for the training and test prefixes, each possibly gzipped."""
+
+    train: str = "train"
+    test: str = "t10k"
+    gz: ClassVar[bool] = True
+
+    def files(self) -> tuple[str, ...]:
+        return tuple(f"{p}-{kind}-ubyte" for p in (self.train, self.test) for kind in ("images-idx3", "labels-idx1"))
+
+    def parse(self, folder: Path) -> Arrays:
+        def pair(prefix: str) -> tuple[np.ndarray, np.ndarray]:
+            images = resolve(folder, f"{prefix}-images-idx3-ubyte")
+            labels = resolve(folder, f"{prefix}-labels-idx1-ubyte")
+            assert images is not None and labels is not None
+            return read_idx_pair(images, labels)
+
+        return *pair(self.train), *pair(self.test)
+
+
+@dataclass(frozen=True)
+class Cifar(Format):
+    """CIFAR pickled batches: the training files (concatenated in order), the test files,
+    and the dict key of the labels."""
+
+    train: tuple[str, ...]
+    test: tuple[str, ...]
+    label_key: str = "labels"
+
+    def files(self) -> tuple[str, ...]:
+        return self.train + self.test
+
+    def _read(self, folder: Path, names: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
+        if len(names) == 1:
+            return read_cifar_batch(folder / names[0], self.label_key)
+        return read_cifar_batches([folder / n for n in names], self.label_key)
+
+    def parse(self, folder: Path) -> Arrays:
+        return *self._read(folder, self.train), *self._read(folder, self.test)
+
+
+@dataclass(frozen=True)
+class Svhn(Format):
+    """SVHN's MATLAB files, one for training and one for testing."""
+
+    train: str = "train_32x32.mat"
+    test: str = "test_32x32.mat"
+
+    def files(self) -> tuple[str, ...]:
+        return self.train, self.test
+
+    def parse(self, folder: Path) -> Arrays:
+        return *read_svhn_mat(folder / self.train), *read_svhn_mat(folder / self.test)

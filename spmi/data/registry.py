@@ -1,9 +1,17 @@
-"""Metadata of the supported image datasets."""
+"""The dataset registry: one spec per dataset (``spmi/data/datasets/<name>.py``) holding its
+facts, its files and how to obtain them, and the SPMI paper's settings for it."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from spmi.registry import Registry
+
+if TYPE_CHECKING:
+    from .formats import Format
 
 
 class DataError(Exception):
@@ -11,19 +19,44 @@ class DataError(Exception):
 
 
 @dataclass(frozen=True)
+class Debian:
+    """A Debian package holding the dataset's files in ``folder`` once installed."""
+
+    package: str
+    folder: Path
+
+
+@dataclass(frozen=True, kw_only=True)
+class Source:
+    """Where a dataset's files lie, how they are checked and decoded, and how to obtain them."""
+
+    format: Format  # the file names and their decoder (spmi.data.formats)
+    md5: dict[str, str]  # file -> MD5 of its (decompressed) bytes, checked in this order
+    fetch: Callable[[Path], None]  # downloads the files into a data root (torchvision)
+    folders: tuple[str, ...] = ("",)  # where under a data root the files are looked for, in order
+    debian: Debian | None = None  # `python -m spmi.data.fetch` may install it (as root)
+    missing: Callable[[Path], str] | None = None  # the not-found message, where the generic one does not fit
+
+
+@dataclass(frozen=True, kw_only=True)
 class DatasetInfo:
-    """Static facts about one dataset (shape, normalisation) and the SPMI paper's settings
-    for it (the authors' README commands): l, p, network, AutoAugment policy (None: no
-    AutoAugment), SPMI's warm-up T_w and unlabelled EMA theta."""
+    """Everything about one dataset: static facts (shape, classes, normalisation, sizes), its
+    source, and the SPMI paper's settings for it (the authors' README commands): l, p,
+    network, AutoAugment policy (None: no AutoAugment), SPMI's warm-up T_w and unlabelled
+    EMA theta."""
 
     name: str
+    title: str  # as written in messages
     num_classes: int
     channels: int
     size: int
     mean: tuple[float, ...]
     std: tuple[float, ...]
-    policy: str | None
+    train_size: int  # images in the real training and test sets
+    test_size: int
+    source: Source
     model: str
+    policy: str | None
     labelled: int
     partial_rate: float
     warmup: int
@@ -40,32 +73,14 @@ class DatasetInfo:
         return {"warmup": self.warmup, "unlabelled_ema": self.unlabelled_ema}
 
 
-# CIFAR-100's coarse label (superclass) of each fine label, in the dataset's fine-label order
-# (the coarse_labels of its files; the authors' hierarchical table in utils_algo.py)
-CIFAR100_SUPERCLASS = (
-    4, 1, 14, 8, 0, 6, 7, 7, 18, 3, 3, 14, 9, 18, 7, 11, 3, 9, 7, 11, 6, 11, 5, 10, 7, 6, 13, 15, 3, 15,
-    0, 11, 1, 10, 12, 14, 16, 9, 11, 5, 5, 19, 8, 8, 15, 13, 14, 17, 18, 10, 16, 4, 17, 4, 2, 0, 17, 4, 18, 17,
-    10, 3, 2, 12, 12, 16, 12, 1, 9, 19, 2, 10, 0, 1, 16, 12, 9, 13, 15, 13, 16, 19, 2, 4, 6, 19, 5, 5, 8, 19,
-    18, 1, 2, 15, 6, 0, 17, 8, 14, 13,
-)
+DATASETS: Registry[DatasetInfo] = Registry("dataset", "spmi.data.datasets", error=DataError)
 
-DATASETS: dict[str, DatasetInfo] = {
-    "fmnist": DatasetInfo("fmnist", 10, 1, 28, (0.1307,), (0.3081,), None, "lenet", 4000, 0.3, 10, 0.0),
-    "cifar10": DatasetInfo(
-        "cifar10", 10, 3, 32, (0.4914, 0.4822, 0.4465), (0.247, 0.243, 0.261), "cifar10_spmi", "wrn_28_2",
-        4000, 0.3, 10, 0.0),
-    "svhn": DatasetInfo("svhn", 10, 3, 32, (0.4380, 0.4440, 0.4730), (0.1751, 0.1771, 0.1744), "svhn", "wrn_28_2",
-                        1000, 0.3, 10, 0.0),
-    "cifar100": DatasetInfo(
-        "cifar100", 100, 3, 32, (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762), "cifar10_spmi", "wrn_28_8",
-        10000, 0.05, 20, 0.9, CIFAR100_SUPERCLASS),
-}
+
+def register_dataset(info: DatasetInfo) -> DatasetInfo:
+    """Register ``info`` under its name (a dataset module calls this once)."""
+    return DATASETS.add(info.name, info)
 
 
 def get_info(name: str) -> DatasetInfo:
-    """Return the metadata of ``name`` or raise DataError listing the valid names."""
-    try:
-        return DATASETS[name]
-    except (KeyError, TypeError):
-        choices = ", ".join(sorted(DATASETS))
-        raise DataError(f"unknown dataset {name!r}; choose one of: {choices}") from None
+    """Return the spec of ``name`` or raise DataError listing the valid names."""
+    return DATASETS.get(name)
