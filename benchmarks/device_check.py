@@ -24,6 +24,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from benchmarks import epoch_time, synthdata  # noqa: E402
+from spmi.tables import markdown_table  # noqa: E402
 
 COLUMNS = ("check", "setting", "warm-up epoch s", "SPMI epoch s", "pass share", "fwd/bwd of peak",
            "peak GFLOP/s", "wall s")
@@ -105,15 +106,13 @@ def fmt(value: Any) -> str:
 
 
 def table(rows: list[dict[str, Any]]) -> str:
-    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    for r in rows:
-        cells = []
-        for c in COLUMNS:
-            v = r.get(c)
-            cells.append(f"{v:.1%}" if c == "pass share" and v is not None else
-                         f"{v:.2f}" if c == "fwd/bwd of peak" and v is not None else fmt(v))
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    def cell(column: str, v: Any) -> str:
+        if v is not None and column == "pass share":
+            return f"{v:.1%}"
+        if v is not None and column == "fwd/bwd of peak":
+            return f"{v:.2f}"
+        return fmt(v)
+    return markdown_table(COLUMNS, ([cell(c, r.get(c)) for c in COLUMNS] for r in rows))
 
 
 def main(argv: list[str] | None = None) -> int:

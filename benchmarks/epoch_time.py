@@ -125,9 +125,9 @@ class Steps:
     def augment(self) -> None:
         t, self.views = self.trainer, []
         for s in range(self.steps):
-            v = {("lab", "strong"): t._view("lab", "strong", self.lab[s])}
+            v = {("lab", "strong"): t.view("lab", "strong", self.lab[s])}
             if self.needs_unl:
-                v[("unl", "strong")] = t._view("unl", "strong", self.unl[s])
+                v[("unl", "strong")] = t.view("unl", "strong", self.unl[s])
             self.views.append(v)
 
     def train(self) -> None:
@@ -135,11 +135,7 @@ class Steps:
         t.model.train()
         for s in range(self.steps):
             batch = Batch(self.lab[s], self.unl[s], lambda part, kind, pos, v=self.views[s]: v[(part, kind)])
-            with t.autocast():
-                loss, _ = t.method.loss(t.model, batch, self.epoch)
-            t.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            t.optimizer.step()
+            t.train_step(batch, self.epoch)
 
 
 OP_GROUPS = (("conv_linear", ("convolution", "mm", "addmm", "bmm", "linear")), ("batchnorm", ("batch_norm",)),
@@ -193,7 +189,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     dev = trainer.device
     steps_epoch = trainer.steps_per_epoch
     steps = min(args.steps, steps_epoch)
-    flops_img = forward_flops(trainer.model, trainer._view("lab", "weak", torch.arange(2, device=dev)))
+    flops_img = forward_flops(trainer.model, trainer.view("lab", "weak", torch.arange(2, device=dev)))
     peak_dtype = torch.bfloat16 if args.precision == "bf16" else torch.float32
     small = args.precision == "bf16" and dev.type == "cpu" and not cpu_has_native_bf16()
     peak_n = 256 if small else args.peak_size

@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> None:
     t = Trainer(cfg, data)
     t.model.eval()
     t.method.epoch_start(1, t.predict)
-    flops = forward_flops(t.model, t._view("lab", "weak", torch.arange(2)))
+    flops = forward_flops(t.model, t.view("lab", "weak", torch.arange(2)))
     step = Steps(t, 2, 1)
     chunk = torch.arange(CHUNK) % len(t.unl_idx)
 
@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> None:
     def one_chunk() -> None:
         model = t.inference_model().eval()
         with torch.inference_mode():
-            model(t._layout(t.augmenter.weak(t.train_x[t.unl_idx[chunk]], t.aug_gen)))
+            model(t.view("unl", "weak", chunk))
         t.model.train()
 
     best: dict[str, float] = {}

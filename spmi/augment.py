@@ -14,7 +14,6 @@ yields the same output on CPU.
 """
 
 import math
-import time
 from collections.abc import Callable, Sequence
 
 import torch
@@ -593,38 +592,3 @@ class Augmenter:
         """No augmentation: to float in [0, 1], normalised."""
         return self.normalize(x, self._scale(x))
 
-
-def _time(fn: Callable[[], Tensor], device: torch.device, reps: int = 20) -> float:
-    """Median milliseconds per call after two warm-up calls."""
-    times = []
-    for i in range(reps + 2):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        if i >= 2:
-            times.append((time.perf_counter() - t0) * 1000.0)
-    return sorted(times)[len(times) // 2]
-
-
-def _benchmark(device: torch.device, name: str, shape: tuple[int, ...], policy: str | None) -> None:
-    """Print median weak/strong times for one dataset-like batch."""
-    gen = torch.Generator(device=device).manual_seed(0)
-    c = shape[1]
-    aug = Augmenter([0.5] * c, [0.25] * c, policy)
-    imgs = torch.randint(0, 256, shape, generator=gen, device=device, dtype=torch.uint8)
-    tw = _time(lambda: aug.weak(imgs, gen), device)
-    ts = _time(lambda: aug.strong(imgs, gen), device)
-    print(
-        f"{device.type:4s} threads={torch.get_num_threads()} {name:8s} B={shape[0]} "
-        f"weak {tw:7.2f} ms  strong {ts:7.2f} ms"
-    )
-
-
-if __name__ == "__main__":
-    for dev in ["cpu"] + (["cuda"] if torch.cuda.is_available() else []):
-        _benchmark(torch.device(dev), "fmnist", (512, 1, 28, 28), None)
-        _benchmark(torch.device(dev), "cifar10", (512, 3, 32, 32), "cifar10_spmi")
-        _benchmark(torch.device(dev), "svhn", (512, 3, 32, 32), "svhn")

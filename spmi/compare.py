@@ -15,6 +15,7 @@ from typing import Any
 
 from spmi.cli_options import OneLineParser
 from spmi.records import read_jsonl
+from spmi.tables import markdown_table
 
 METRICS_FILE = "metrics.jsonl"
 
@@ -57,11 +58,8 @@ def table(runs: dict[str, list[dict[str, Any]]], metrics: Sequence[str]) -> str:
     epochs = sorted({e for recs in by_epoch.values() for e in recs})
     cols = [(name, m) for name in runs for m in metrics]
     head = [name if len(metrics) == 1 else f"{name} {m}" for name, m in cols]
-    lines = ["| epoch | " + " | ".join(head) + " |", "|---" * (len(cols) + 1) + "|"]
-    for e in epochs:
-        cells = [_fmt(by_epoch[name].get(e, {}).get(m)) for name, m in cols]
-        lines.append(f"| {e + 1} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    rows = ([e + 1, *(by_epoch[name].get(e, {}).get(m) for name, m in cols)] for e in epochs)
+    return markdown_table(["epoch", *head], rows, _fmt)
 
 
 def summary(runs: dict[str, list[dict[str, Any]]]) -> str:

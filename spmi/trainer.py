@@ -148,7 +148,9 @@ class Trainer:
     def _layout(self, x: Tensor) -> Tensor:
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
-    def _view(self, part: str, kind: str, pos: Tensor) -> Tensor:
+    def view(self, part: str, kind: str, pos: Tensor) -> Tensor:
+        """The ``kind`` ("weak" | "strong") augmented view of the images at positions
+        ``pos`` of the ``part`` ("lab" | "unl") set, in the network's memory layout."""
         idx = (self.lab_idx if part == "lab" else self.unl_idx)[pos]
         augment = self.augmenter.weak if kind == "weak" else self.augmenter.strong
         return self._layout(augment(self.train_x[idx], self.aug_gen))
@@ -220,6 +222,17 @@ class Trainer:
                 self.comm.broadcast_(buf)
 
     # -- one epoch -----------------------------------------------------------------
+    def train_step(self, batch: Batch, epoch: int) -> tuple[Tensor, dict[str, Tensor]]:
+        """One optimiser step on ``batch`` at ``epoch`` (the caller sets the learning rate
+        and train mode): the method's loss through ``step_model`` under the precision's
+        autocast, backward, step. Returns the detached loss and the method's loss parts."""
+        with self.autocast():
+            loss, parts = self.method.loss(self.step_model, batch, epoch)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        return loss.detach(), parts
+
     def train_epoch(self) -> dict[str, Any]:
         cfg, epoch = self.cfg, self.epoch
         lr = cosine_lr(epoch, cfg.epochs, cfg.lr, cfg.lr_min_ratio)
@@ -238,13 +251,9 @@ class Trainer:
         sums: dict[str, Tensor] = {}
         bar = _progress(steps, f"epoch {epoch + 1}/{cfg.epochs}", cfg.progress and self.comm.rank == 0)
         for step in range(steps):
-            batch = Batch(self.comm.shard(lab_pos[step]), self.comm.shard(unl_pos[step]), self._view)
-            with self.autocast():
-                loss, parts = self.method.loss(self.step_model, batch, epoch)
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
-            for name, value in {"total": loss.detach(), **parts}.items():
+            batch = Batch(self.comm.shard(lab_pos[step]), self.comm.shard(unl_pos[step]), self.view)
+            loss, parts = self.train_step(batch, epoch)
+            for name, value in {"total": loss, **parts}.items():
                 sums[name] = sums.get(name, 0.0) + value.float()
             if bar is not None:
                 bar.update(1)

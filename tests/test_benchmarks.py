@@ -1,5 +1,6 @@
-"""The benchmarks run: ``epoch_time.py --json`` prints the tracked figures, and
-``device_check.sh --cpu`` (the GPU check's smoke mode) prints its whole table."""
+"""The benchmarks run: ``epoch_time.py --json`` prints the tracked figures,
+``augment_time.py`` a line per dataset, and ``device_check.sh --cpu`` (the GPU check's
+smoke mode) prints its whole table."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import pytest
 import torch
 
 import datagen
-from benchmarks import epoch_time
+from benchmarks import augment_time, epoch_time
 
 REPO = Path(__file__).resolve().parent.parent
 TINY = ["--no-verify-data", "--labelled", "20", "--val-size", "20", "--unlabelled-size", "48", "--batch-size", "8",
@@ -35,6 +36,16 @@ def test_epoch_time_json_has_the_tracked_figures(tmp_path, capsys):
     assert set(r["speedup"]) >= {"pass", "spmi_fwd_bwd", "epoch_spmi"} and 0 < r["before"]["pass_share"] < 1
     assert sum(r["profile_shares"].values()) == pytest.approx(1.0) and r["profile_shares"]["conv_linear"] > 0
     assert r["fwd_bwd_peak_fraction_bound"] > 0
+
+
+def test_augment_time_prints_weak_and_strong_per_dataset(capsys):
+    augment_time.main(["--batch", "4", "--reps", "1", "--device", "cpu"])
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[2] for line in lines] == ["fmnist", "cifar10", "svhn"]
+    for line in lines:
+        words = line.split()
+        assert words[0] == "cpu" and words[3] == "B=4", line
+        assert float(words[words.index("weak") + 1]) > 0 and float(words[words.index("strong") + 1]) > 0, line
 
 
 @pytest.mark.slow

@@ -2,22 +2,10 @@
 
 import pytest
 import torch
+from conftest import tiny
 
-from datagen import write_idx_fmnist
 from spmi.records import read_jsonl
 from spmi.train import main
-
-
-@pytest.fixture(scope="module")
-def root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("fmnist")
-    write_idx_fmnist(root, n_train=300, n_test=40)
-    return str(root)
-
-
-def tiny(root, *extra):
-    return ["--dataset", "fmnist", "--data-root", root, "--no-verify-data", "--labelled", "20", "--val-size", "30",
-            "--unlabelled-size", "64", "--batch-size", "16", "--epochs", "2", "--no-progress", *extra]
 
 
 def error_of(argv, capsys):

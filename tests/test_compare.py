@@ -32,6 +32,7 @@ def test_table_and_summary(runs, capsys):
     assert main([*runs, "--metric", "test/acc", "--metric", "cand/unl_size"]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0] == "| epoch | spmi test/acc | spmi cand/unl_size | proden test/acc | proden cand/unl_size |"
+    assert out[1] == "|---|---|---|---|---|"
     assert out[2] == "| 1 | 0.7100 | – | 0.5000 | – |"
     assert out[3] == "| 2 | 0.7900 | 2.5000 | 0.6200 | – |"
     assert out[4] == "| 3 | 0.8100 | 1.5000 | – | – |"
@@ -44,6 +45,11 @@ def test_default_metric_and_same_names(runs, tmp_path, capsys):
     twin = write_run(tmp_path / "again" / "spmi", [{"epoch": 0, "val/acc": 0.1, "test/acc": 0.2}])
     main([runs[0], twin])
     assert capsys.readouterr().out.splitlines()[0] == "| epoch | spmi | spmi#2 |"
+
+
+def test_a_pipe_in_a_run_name_keeps_the_table_columns(tmp_path, capsys):
+    main([write_run(tmp_path / "lr|0.1", [{"epoch": 0, "val/acc": 0.1, "test/acc": 0.2}])])
+    assert capsys.readouterr().out.splitlines()[:3] == ["| epoch | lr\\|0.1 |", "|---|---|", "| 1 | 0.2000 |"]
 
 
 def test_errors_name_the_problem(runs, tmp_path, capsys):

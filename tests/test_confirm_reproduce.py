@@ -196,3 +196,34 @@ def test_bad_input_is_one_line_before_ray_starts(argv: list[str], words: str, tm
     assert err.startswith("error: ") and words in err and "\n" not in err, err
     import ray
     assert not ray.is_initialized()
+
+
+def test_an_interrupted_driver_says_how_to_continue(monkeypatch: pytest.MonkeyPatch,
+                                                    capsys: pytest.CaptureFixture) -> None:
+    """Search, confirmation and table, stopped with runs left, print the command that
+    continues each (exit 130), before any MLflow work."""
+    from types import SimpleNamespace
+
+    from tuning import cost_watch, runner
+    states = {"a": "TERMINATED", "b": "ERROR", "c": "PENDING"}
+    monkeypatch.setattr(cost_watch, "budget_reached", lambda: False)
+    plan = SimpleNamespace(dataset="fmnist", method="spmi", storage_path="s3://b/hpo", storage_endpoint="http://m:9000",
+                           name="s1", num_samples=4)
+    assert runner.finish(plan, states) == 130
+    assert capsys.readouterr().out == ("search interrupted (2/4 trials done); continue it with:\n  python "
+                                       "tuning/search.py --dataset fmnist --method spmi --storage-path s3://b/hpo "
+                                       "--storage-endpoint http://m:9000 --name s1 --resume\n")
+    grid = SimpleNamespace(num_trials=6, storage_path="hpo", name="t1", extra={"skipped": []}, tracking_uri="",
+                           parent_run_id="")
+    for module in (confirm, reproduce):
+        monkeypatch.setattr(module, "run_grid", lambda *a: states)
+        monkeypatch.setattr(module, "all_done", lambda *a: False)
+    monkeypatch.setattr(confirm, "prepare", lambda args: (grid, SimpleNamespace(name="s1", storage_path="hpo"), True))
+    monkeypatch.setattr(reproduce, "prepare", lambda args: (grid, True))
+    monkeypatch.setattr(reproduce.mlflow_log, "reopen", lambda *a: None)
+    assert confirm.main(["s1", "--storage-path", "hpo"]) == 130
+    assert capsys.readouterr().out == ("confirmation interrupted (2/6 runs done); continue it with:\n  python "
+                                       "tuning/confirm.py s1 --storage-path hpo --resume\n")
+    assert reproduce.main(["--resume"]) == 130
+    assert capsys.readouterr().out == ("table interrupted (2/6 runs done); continue it with:\n  python "
+                                       "tuning/reproduce.py --storage-path hpo --name t1\n")

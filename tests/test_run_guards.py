@@ -6,26 +6,13 @@ one-line error, and no training run installs packages."""
 import json
 
 import pytest
+from conftest import tiny
 
-from datagen import write_idx_fmnist
 from spmi.config import TrainConfig
 from spmi.data import DataError, load_dataset
 from spmi.records import JsonlWriter, read_jsonl
 from spmi.train import EXIT_BAD_INPUT, EXIT_DIVERGED, main
 from spmi.trainer import Diverged, Trainer
-
-
-@pytest.fixture(scope="module")
-def root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("fmnist")
-    write_idx_fmnist(root, n_train=300, n_test=40)
-    return str(root)
-
-
-def tiny(root, *extra):
-    return ["--dataset", "fmnist", "--data-root", root, "--no-verify-data", "--labelled", "20", "--val-size", "30",
-            "--unlabelled-size", "64", "--batch-size", "16", "--epochs", "2", "--warmup", "1", "--no-progress",
-            *extra]
 
 
 def one_line_error(argv, capsys, code=EXIT_BAD_INPUT):

@@ -258,6 +258,18 @@ def test_importance_needs_two_trials_and_ranks_the_parameters(tiny: dict[str, Pa
     assert abs(sum(importance.values()) - 1) < 1e-6
 
 
+def test_report_tables_are_github_markdown() -> None:
+    """Numbers to 4 significant digits, NaN/None empty, a '|' escaped, one line per row."""
+    import pandas as pd
+
+    from tuning.report import markdown_table
+    frame = pd.DataFrame({"trial": ["t1", "t|2", None], "lr": [0.1, float("nan"), 1e-7], "n": [1, 2, 3],
+                          "ok": [True, False, True]})
+    assert markdown_table(frame) == ("| trial | lr | n | ok |\n|---|---|---|---|\n| t1 | 0.1 | 1 | True |\n"
+                                     "| t\\|2 |  | 2 | False |\n|  | 1e-07 | 3 | True |\n")
+    assert markdown_table(frame.iloc[:0]) == "| trial | lr | n | ok |\n|---|---|---|---|\n"
+
+
 def test_killed_driver_resumes_every_trial_once(tiny: dict[str, Path], tmp_path: Path) -> None:
     storage = tmp_path / "hpo"
     args = [*common(tiny, storage, unlabelled=200), "--num-samples", "3", "--max-epochs", "10", "--name", "kill"]

@@ -102,6 +102,21 @@ def test_same_seed_same_run_other_seed_differs(data):
     assert a != c
 
 
+def test_every_training_step_is_train_step(data, monkeypatch):
+    """benchmarks/epoch_time.py times ``Trainer.train_step``: it is the step the epochs take,
+    and nothing else moves the network (a no-op step leaves it as initialised)."""
+    trainer = Trainer(config(epochs=2), data)
+    calls, step = [], Trainer.train_step
+    monkeypatch.setattr(Trainer, "train_step", lambda self, b, epoch: calls.append(epoch) or step(self, b, epoch))
+    run(config(epochs=2), data, trainer=trainer)
+    assert calls == [0] * trainer.steps_per_epoch + [1] * trainer.steps_per_epoch
+    trainer = Trainer(config(epochs=2), data)
+    start = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    monkeypatch.setattr(Trainer, "train_step", lambda self, batch, epoch: (torch.zeros(()), {}))
+    run(config(epochs=2), data, trainer=trainer)
+    assert [k for k, v in start.items() if not torch.equal(v, trainer.model.state_dict()[k])] == []
+
+
 def test_split_is_held_out_and_subsampled(data):
     t = Trainer(config(), data)
     assert len(t.unl_idx) == 96 and len(t.lab_idx) == 20 and len(t.val_idx) == 40

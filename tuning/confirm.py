@@ -29,6 +29,7 @@ from tuning import mlflow_log  # noqa: E402
 from tuning import plan as P  # noqa: E402
 from tuning import search as _search_env  # noqa: E402,F401  (the search's Ray/MLflow environment settings)
 from tuning.grid import GridPlan, all_done, load_grid, results, run_grid  # noqa: E402
+from tuning.runner import finished, interrupted  # noqa: E402
 
 GRID_NAME, PLAN_FILE, ROLE = "confirm", "confirm.json", "confirm"
 METRICS = {"val_acc": "val/acc", "test_acc": "test/acc (final epoch)", "best_test_acc": "test/acc (best-val epoch)"}
@@ -234,10 +235,8 @@ def main(argv: list[str] | None = None) -> int:
     if states is None:
         return 2
     if not all_done(grid, states):
-        done = sum(s in ("TERMINATED", "ERROR") for s in states.values())
-        print(f"confirmation interrupted ({done}/{grid.num_trials} runs done); continue it with:\n  python "
-              f"tuning/confirm.py {search.name} --storage-path {search.storage_path} --resume", flush=True)
-        return 130
+        return interrupted("confirmation", finished(states), grid.num_trials, "runs",
+                           f"tuning/confirm.py {search.name} --storage-path {search.storage_path} --resume")
     return finish(grid, search)
 
 

@@ -26,6 +26,7 @@ if __name__ == "__main__":
 
 import pandas as pd  # noqa: E402
 
+from spmi import tables  # noqa: E402
 from tuning import mlflow_log, plots  # noqa: E402
 from tuning.importance import Importance, at_common_budget  # noqa: E402
 from tuning.plan import SearchPlan, load_plan  # noqa: E402
@@ -85,11 +86,8 @@ def markdown_table(frame: pd.DataFrame) -> str:
     def cell(v: Any) -> str:
         if v is None or (isinstance(v, float) and math.isnan(v)):
             return ""
-        return _fmt(v).replace("|", "\\|")
-    head = "| " + " | ".join(map(str, frame.columns)) + " |"
-    rule = "|" + "|".join("---" for _ in frame.columns) + "|"
-    body = ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
-    return "\n".join([head, rule, *body]) + "\n"
+        return _fmt(v)
+    return tables.markdown_table(list(frame.columns), frame.itertuples(index=False), cell) + "\n"
 
 
 @contextlib.contextmanager

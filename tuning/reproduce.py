@@ -33,6 +33,7 @@ from tuning import search as _search_env  # noqa: E402,F401  (the search's Ray/M
 from tuning import settings as S  # noqa: E402
 from tuning.grid import GridPlan, all_done, load_grid, results, run_grid  # noqa: E402
 from tuning.paper_table import PAPER_METHODS, PAPER_ROWS, load_numbers  # noqa: E402
+from tuning.runner import finished, interrupted  # noqa: E402
 
 PLAN_FILE, ROLE, TABLE_DIR = "reproduce.json", "reproduce", "table"
 
@@ -422,10 +423,8 @@ def main(argv: list[str] | None = None) -> int:
         mlflow_log.terminate(grid.tracking_uri, grid.parent_run_id, "FAILED")
         return 2
     if not all_done(grid, states):
-        done = sum(s in ("TERMINATED", "ERROR") for s in states.values())
-        print(f"table interrupted ({done}/{grid.num_trials} runs done); continue it with:\n  python "
-              f"tuning/reproduce.py --storage-path {grid.storage_path} --name {grid.name}", flush=True)
-        return 130
+        return interrupted("table", finished(states), grid.num_trials, "runs",
+                           f"tuning/reproduce.py --storage-path {grid.storage_path} --name {grid.name}")
     return finish(grid)
 
 

@@ -211,18 +211,29 @@ def run_search(plan: SearchPlan, resumed: bool, address: str | None, time_budget
     return finish(plan, states)
 
 
+def finished(states: dict[str, str]) -> int:
+    """How many of the trials (trial id -> Ray Tune status) have ended."""
+    return sum(s in ("TERMINATED", "ERROR") for s in states.values())
+
+
+def interrupted(what: str, done: int, total: int, unit: str, command: str) -> int:
+    """Print that ``what`` (search, confirmation, table) stopped with runs left and the
+    command (``python`` + ``command``) that continues it; the exit status 130."""
+    print(f"{what} interrupted ({done}/{total} {unit} done); continue it with:\n  python {command}", flush=True)
+    return 130
+
+
 def finish(plan: SearchPlan, states: dict[str, str]) -> int:
     """Close the runs, write and log the report, print the outcome."""
-    done = sum(s in ("TERMINATED", "ERROR") for s in states.values())
+    done = finished(states)
     if done < plan.num_samples and cost_watch.budget_reached():  # a report of what finished
         from tuning.report import make_report
         print(make_report(plan.experiment_path, endpoint=plan.storage_endpoint).summary(), flush=True)
     if done < plan.num_samples:
         endpoint = f" --storage-endpoint {plan.storage_endpoint}" if plan.storage_endpoint else ""
-        print(f"search interrupted ({done}/{plan.num_samples} trials done); continue it with:\n  python "
-              f"tuning/search.py --dataset {plan.dataset} --method {plan.method} --storage-path "
-              f"{plan.storage_path}{endpoint} --name {plan.name} --resume", flush=True)
-        return 130
+        return interrupted("search", done, plan.num_samples, "trials",
+                           f"tuning/search.py --dataset {plan.dataset} --method {plan.method} --storage-path "
+                           f"{plan.storage_path}{endpoint} --name {plan.name} --resume")
     uri = plan.tracking_uri
     # every step below outlasts a tracking-server outage (MLflow's retries, then a slower loop)
     spools = sorted(Path(plan.experiment_path).glob(f"*/{mlflow_log.SPOOL_FILE}")) if plan.storage.local else []
