@@ -155,7 +155,8 @@ def check_config(cfg: TrainConfig) -> None:
             check_value(f.name, value, f.metadata)
             setattr(cfg, f.name, value)
     info = get_info(cfg.dataset)
-    cfg.options = build(get_method(cfg.method).Options, option_values(cfg.options), cfg.method)
+    cfg.options = build(get_method(cfg.method).Options, option_values(cfg.options), cfg.method,
+                        near=sorted(CONFIG_FIELDS - {"options"}))
     if cfg.model is not None and cfg.model not in list_models():
         raise ValueError(f"unknown model {cfg.model!r}; choose one of: {', '.join(list_models())}")
     superclass_table(cfg)  # hierarchical partial labels need the dataset's superclasses

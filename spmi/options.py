@@ -164,14 +164,14 @@ def _type_name(tp: Any) -> str:
         tp, getattr(tp, "__name__", str(tp)))
 
 
-def build(cls: type, values: dict[str, Any], what: str) -> Any:
+def build(cls: type, values: dict[str, Any], what: str, near: Iterable[str] = ()) -> Any:
     """Construct dataclass ``cls`` from ``values``; unknown keys are a clear error naming
-    the nearest valid key."""
+    the nearest valid key (among the fields and the names ``near``)."""
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - names)
     if unknown:
         raise ValueError(f"unknown {what} option(s) {', '.join(unknown)}; valid: {', '.join(sorted(names))}"
-                         f"{did_you_mean(unknown, sorted(names))}")
+                         f"{did_you_mean(unknown, [*sorted(names), *near])}")
     types = field_types(cls)
     obj = cls(**{k: check_type(k, types[k], v) for k, v in values.items()})
     validate(obj)
