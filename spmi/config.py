@@ -20,7 +20,7 @@ from spmi.augment import POLICIES
 from spmi.data.registry import get_info
 from spmi.methods import get_method
 from spmi.models import list_models
-from spmi.options import build, check_type, check_value, field_types, option, validate
+from spmi.options import build, check_value, field_types, option, to_type, validate
 
 AUGMENT_CHOICES = (*POLICIES, "none")
 
@@ -151,7 +151,7 @@ def check_config(cfg: TrainConfig) -> None:
     types = field_types(TrainConfig)
     for f in dataclasses.fields(TrainConfig):
         if f.name != "options":
-            value = check_type(f.name, types[f.name], getattr(cfg, f.name))
+            value = to_type(f.name, types[f.name], getattr(cfg, f.name), numbers_as_given=True)
             check_value(f.name, value, f.metadata)
             setattr(cfg, f.name, value)
     info = get_info(cfg.dataset)

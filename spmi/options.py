@@ -86,19 +86,14 @@ def start_knobs(cls: type) -> list[str]:
     return [f.name for f in dataclasses.fields(cls) if f.metadata.get("starts")]
 
 
-def nearest(name: str, valid: Iterable[str]) -> str | None:
-    """The valid name closest to a mistyped ``name`` (difflib), or None when none is close."""
-    found = difflib.get_close_matches(name, list(valid), n=1, cutoff=0.6)
-    return found[0] if found else None
-
-
 def did_you_mean(names: Iterable[str], valid: Iterable[str]) -> str:
-    """``"; did you mean X?"`` for the first of ``names`` with a close valid name, else ``""``."""
+    """``"; did you mean X?"``: the valid name nearest (difflib) to the first of the mistyped
+    ``names`` that has a close one; ``""`` when none is close."""
     valid = list(valid)
     for name in names:
-        close = nearest(name, valid)
-        if close is not None:
-            return f"; did you mean {close}?"
+        close = difflib.get_close_matches(name, valid, n=1, cutoff=0.6)
+        if close:
+            return f"; did you mean {close[0]}?"
     return ""
 
 
@@ -126,10 +121,11 @@ def check_value(name: str, value: Any, meta: typing.Mapping[str, Any]) -> None:
         raise ValueError(f"{name}={value!r} must be < {meta['max_exclusive']}")
 
 
-def to_type(name: str, ftype: FieldType, value: Any) -> Any:
-    """``value`` as the field's type (an int for a float field becomes a float; a number
-    written like ``5e-4``, a string to YAML 1.1, is read for a float field); ValueError else."""
-    tp = ftype.type
+def to_type(name: str, ftype: FieldType, value: Any, numbers_as_given: bool = False) -> Any:
+    """``value`` as the field's type (a number written like ``5e-4``, a string to YAML 1.1,
+    is read for a float field; an int becomes a float unless ``numbers_as_given``, which
+    keeps it as error messages show it); ValueError otherwise."""
+    tp, given = ftype.type, value
     if value is None and ftype.optional:
         return None
     if tp is float and isinstance(value, str):
@@ -140,16 +136,8 @@ def to_type(name: str, ftype: FieldType, value: Any) -> Any:
           isinstance(value, int | float) and not isinstance(value, bool) if tp is float else
           isinstance(value, tp) if isinstance(tp, type) else True)
     if not ok:
-        raise ValueError(f"{name} must be {_type_name(tp)}, got {value!r} ({type(value).__name__})")
-    return float(value) if tp is float else value
-
-
-def check_type(name: str, ftype: FieldType, value: Any) -> Any:
-    """``value`` checked against the field's type (ValueError otherwise); a number keeps its
-    written form (an int stays an int, as error messages show it), a numeric string for a
-    float field becomes the float."""
-    typed = to_type(name, ftype, value)
-    return value if isinstance(value, int | float) else typed
+        raise ValueError(f"{name} must be {_type_name(tp)}, got {given!r} ({type(given).__name__})")
+    return given if numbers_as_given and isinstance(given, int | float) else float(value) if tp is float else value
 
 
 def coerce(cls: type, name: str, value: Any) -> Any:
@@ -173,6 +161,6 @@ def build(cls: type, values: dict[str, Any], what: str, near: Iterable[str] = ()
         raise ValueError(f"unknown {what} option(s) {', '.join(unknown)}; valid: {', '.join(sorted(names))}"
                          f"{did_you_mean(unknown, [*sorted(names), *near])}")
     types = field_types(cls)
-    obj = cls(**{k: check_type(k, types[k], v) for k, v in values.items()})
+    obj = cls(**{k: to_type(k, types[k], v, numbers_as_given=True) for k, v in values.items()})
     validate(obj)
     return obj
