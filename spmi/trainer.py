@@ -292,8 +292,7 @@ class Trainer:
         }
 
     def load_state_dict(self, state: dict[str, Any], allow_schedule_change: bool = False) -> None:
-        check_compatible(self._comparable(self.cfg.to_dict()), self._comparable(state["config"]),
-                         allow_schedule_change)
+        check_compatible(self.cfg.to_dict(), self._comparable(state["config"]), allow_schedule_change)
         if state["data_checksum"] != self.data.checksum:
             raise ValueError("the checkpoint was trained on other data (checksum differs); use its dataset files")
         for name, saved in state["split"].items():
@@ -344,8 +343,8 @@ class Trainer:
         self.load_state_dict(state, allow_schedule_change)
 
     def _comparable(self, config: dict[str, Any]) -> dict[str, Any]:
-        """A config with its method options' defaults filled in, so that a flag which only
-        restates a default is no change."""
+        """A saved config with its method options' defaults filled in (as the resolved
+        current config has them), so that a flag which only restates a default is no change."""
         config = dict(config)
         try:
             opts = build(get_method(config.get("method", self.cfg.method)).Options, config.get("options", {}),
