@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import types
 import typing
 from typing import Any
+
+from spmi.options import field_types
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -16,24 +17,17 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"error: {message} (see {self.prog} --help)\n")
 
 
-def _base_type(tp: Any) -> Any:
-    if isinstance(tp, types.UnionType) or typing.get_origin(tp) is typing.Union:
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        return args[0]
-    return tp
-
-
 def add_dataclass_flags(group: Any, cls: type, skip: frozenset[str] = frozenset(),
                         seen: set[str] | None = None) -> list[str]:
     """Add one flag per field of ``cls`` (default SUPPRESS: only given flags appear in the
     namespace). Returns the field names added."""
-    hints = typing.get_type_hints(cls)
+    types = field_types(cls)
     added = []
     for f in dataclasses.fields(cls):
         if f.name in skip or (seen is not None and f.name in seen):
             continue
         flag = "--" + f.name.replace("_", "-")
-        tp = _base_type(hints[f.name])
+        tp = types[f.name].type
         meta = f.metadata
         help_text = meta.get("help", "")
         if f.default is not dataclasses.MISSING and f.default is not None:

@@ -4,18 +4,23 @@ The defaults are the authors' commands (lr 0.05, wd 1e-3, SGD 0.9, cosine to 0.0
 256 labelled + 256 unlabelled per step, 500 epochs, seed 123). The settings the paper
 sets per dataset (l, p, network, AutoAugment policy, SPMI's T_w and unlabelled EMA) are
 held by the dataset's registry entry: ``with_dataset_defaults`` fills what was not given.
+
+Every entry point (``python -m spmi.train``, a search's plan and trials, reproduce) turns
+its flat ``{name: value}`` settings into a checked config with ``resolve``; what a field
+is (type, limits, role in searches and resumption) is declared on it (``spmi.options``).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from spmi.augment import POLICIES
 from spmi.data.registry import get_info
 from spmi.methods import get_method
-from spmi.options import option, validate
+from spmi.models import list_models
+from spmi.options import build, check_value, field_types, option, to_type, validate
 
 AUGMENT_CHOICES = (*POLICIES, "none")
 
@@ -23,10 +28,10 @@ AUGMENT_CHOICES = (*POLICIES, "none")
 @dataclass
 class TrainConfig:
     # data
-    dataset: str = option("fmnist", "dataset name")
-    data_root: str | None = option(None, "folder holding the dataset files (default: per dataset)")
-    download: bool = option(False, "let torchvision download a missing dataset")
-    verify_data: bool = option(True, "check the dataset files' MD5 sums")
+    dataset: str = option("fmnist", "dataset name", search_flag="--dataset")
+    data_root: str | None = option(None, "folder holding the dataset files (default: per dataset)", resume=True)
+    download: bool = option(False, "let torchvision download a missing dataset", resume=True)
+    verify_data: bool = option(True, "check the dataset files' MD5 sums", resume=True)
     labelled: int | None = option(None, "number of partially labelled images l (l/c per class) "
                                         "(default: the dataset's: fmnist/cifar10 4000, svhn 1000, cifar100 10000)",
                                   min=1)
@@ -42,10 +47,11 @@ class TrainConfig:
     model: str | None = option(None, "network (default: the dataset's: lenet, wrn_28_2, wrn_28_8)")
     augment: str | None = option(None, "AutoAugment policy of strong views (default: the dataset's: none on fmnist, "
                                        "cifar10_spmi on CIFAR, svhn)", choices=AUGMENT_CHOICES)
-    method: str = option("spmi", "training method")
-    options: dict[str, Any] = field(default_factory=dict, metadata={"help": "method hyperparameters"})
+    method: str = option("spmi", "training method", search_flag="--method")
+    # the method's Options instance once resolved (a dict of some of them before)
+    options: Any = option(help="method hyperparameters", default_factory=dict, search=False)
     # optimisation
-    epochs: int = option(500, "training epochs", min=1)
+    epochs: int = option(500, "training epochs", min=1, search_flag="--max-epochs")
     batch_size: int = option(256, "labelled and unlabelled images per step (each)", min=1)
     lr: float = option(0.05, "initial learning rate", min_exclusive=0.0)
     lr_min_ratio: float = option(0.01, "cosine schedule ends at lr * this", min=0.0, max=1.0)
@@ -54,38 +60,57 @@ class TrainConfig:
     # execution
     precision: str = option("fp32", "fp32, or bf16 autocast", choices=("fp32", "bf16"))
     channels_last: bool = option(True, "channels_last memory format (4x faster LeNet training on CPU)")
-    eval_every: int = option(1, "evaluate validation and test accuracy every N epochs", min=1)
+    eval_every: int = option(1, "evaluate validation and test accuracy every N epochs", min=1, search=False,
+                             resume=True)
     eval_test: str = option("every", "when test accuracy is measured: every (with each evaluation), best (at each "
                             "new best val/acc and the last epoch; records carry the latest) or end (last epoch)",
-                            choices=("every", "best", "end"))
-    eval_batch_size: int = option(1024, "batch size of evaluation and label-channel passes", min=1)
+                            choices=("every", "best", "end"), resume=True)
+    eval_batch_size: int = option(1024, "batch size of evaluation and label-channel passes", min=1, resume=True)
     fold_bn: bool = option(True, "fold BatchNorm into the preceding conv/linear layer for label-channel passes "
-                                 "and evaluation (faster inference; same outputs up to float rounding)")
-    device: str = option("auto", "cpu, cuda, cuda:N or auto")
+                                 "and evaluation (faster inference; same outputs up to float rounding)", resume=True)
+    device: str = option("auto", "cpu, cuda, cuda:N or auto", search_flag="--gpus-per-trial", resume=True)
     seed: int = option(123, "seed of the split, partial labels, initialisation and sampling")
-    out: str | None = option(None, "run folder: metrics.jsonl, checkpoint.pt")
-    checkpoint_every: int = option(1, "write the checkpoint every N epochs (and at the end)", min=1)
-    progress: bool = option(False, "show a per-epoch progress bar")
+    out: str | None = option(None, "run folder: metrics.jsonl, checkpoint.pt", search=False, resume=True)
+    checkpoint_every: int = option(1, "write the checkpoint every N epochs (and at the end)", min=1, search=False,
+                                   resume=True)
+    progress: bool = option(False, "show a per-epoch progress bar", search=False, resume=True)
 
     def validate(self) -> None:
         validate(self)
 
     def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able values; the method options as a dict."""
         return dataclasses.asdict(self)
+
+
+def option_values(options: Any) -> dict[str, Any]:
+    """Method options as a plain dict, from a dict or an Options instance."""
+    if dataclasses.is_dataclass(options) and not isinstance(options, type):
+        return dataclasses.asdict(options)
+    return dict(options)
+
+
+def is_resolved(cfg: TrainConfig) -> bool:
+    """Whether ``cfg`` came from ``resolve`` (its options are the method's Options instance)."""
+    return type(cfg.options) is get_method(cfg.method).Options
 
 
 def with_dataset_defaults(cfg: TrainConfig) -> TrainConfig:
     """A copy of ``cfg`` in which every dataset setting left unset (None) takes the value
     of the dataset's registry entry, and each of the dataset's method options (T_w,
     unlabelled EMA) that the method has and that was not given takes the dataset's value.
-    Idempotent; DataError / ValueError for an unknown dataset / method."""
+    Idempotent (a resolved config's options are complete already); DataError / ValueError
+    for an unknown dataset / method."""
     info = get_info(cfg.dataset)
-    option_names = {f.name for f in dataclasses.fields(get_method(cfg.method).Options)}
-    out = dataclasses.replace(cfg, options=dict(cfg.options))
+    method = get_method(cfg.method)
+    out = dataclasses.replace(cfg)
     for name, value in info.paper_config().items():
         if getattr(out, name) is None:
             setattr(out, name, value)
-    out.options = {**{k: v for k, v in info.paper_options().items() if k in option_names}, **cfg.options}
+    if type(cfg.options) is not method.Options:
+        option_names = {f.name for f in dataclasses.fields(method.Options)}
+        given = option_values(cfg.options)
+        out.options = {**{k: v for k, v in info.paper_options().items() if k in option_names}, **given}
     return out
 
 
@@ -93,16 +118,59 @@ CONFIG_FIELDS = frozenset(f.name for f in dataclasses.fields(TrainConfig))
 
 
 def config_from_flat(values: dict[str, Any], base: TrainConfig | None = None) -> TrainConfig:
-    """Overlay a flat ``{name: value}`` dict on ``base``: names of TrainConfig fields set
-    those fields, any other name is a method option (how search spaces address both)."""
+    """Overlay a flat ``{name: value}`` dict on ``base``, unchecked: names of TrainConfig
+    fields set those fields, ``options`` (a dict) and any other name are method options (how
+    search spaces address both). The options come out as a dict: ``resolve`` types them."""
     cfg = dataclasses.replace(base) if base is not None else TrainConfig()
-    options = dict(cfg.options)
+    options = option_values(cfg.options)
     for key, value in values.items():
         if key == "options":
-            options.update(value)
+            options.update(option_values(value))
         elif key in CONFIG_FIELDS:
             setattr(cfg, key, value)
         else:
             options[key] = value
     cfg.options = options
     return cfg
+
+
+def resolve(flat: dict[str, Any] | None = None, base: TrainConfig | None = None) -> TrainConfig:
+    """The one way to a run's config: ``flat`` ({name: value}: TrainConfig fields, method
+    options, or ``options``) over ``base`` (default: TrainConfig's defaults), the dataset's
+    paper settings for what is unset, the method's typed Options in ``options``, and the
+    whole config checked once (``check_config``). The device's presence is the run's to check."""
+    cfg = with_dataset_defaults(config_from_flat(flat or {}, base))
+    check_config(cfg)
+    return cfg
+
+
+def check_config(cfg: TrainConfig) -> None:
+    """Everything checkable without data or devices, in place: each field's type and limits,
+    the method's options (built into its Options instance: ``cfg.options``), the model, the
+    partial-label scheme, l a multiple of the classes. One ValueError/DataError each."""
+    types = field_types(TrainConfig)
+    for f in dataclasses.fields(TrainConfig):
+        if f.name != "options":
+            value = to_type(f.name, types[f.name], getattr(cfg, f.name), numbers_as_given=True)
+            check_value(f.name, value, f.metadata)
+            setattr(cfg, f.name, value)
+    info = get_info(cfg.dataset)
+    cfg.options = build(get_method(cfg.method).Options, option_values(cfg.options), cfg.method,
+                        near=sorted(CONFIG_FIELDS - {"options"}))
+    if cfg.model is not None and cfg.model not in list_models():
+        raise ValueError(f"unknown model {cfg.model!r}; choose one of: {', '.join(list_models())}")
+    superclass_table(cfg)  # hierarchical partial labels need the dataset's superclasses
+    if cfg.labelled % info.num_classes:
+        raise ValueError(f"--labelled {cfg.labelled} must be a positive multiple of the "
+                         f"{info.num_classes} classes of {cfg.dataset}")
+
+
+def superclass_table(cfg: TrainConfig) -> tuple[int, ...] | None:
+    """Each class's superclass when the partial labels are hierarchical, else None."""
+    if cfg.partial_labels != "hierarchical":
+        return None
+    table = get_info(cfg.dataset).superclass
+    if table is None:
+        raise ValueError(f"--partial-labels hierarchical needs a dataset with superclasses (cifar100); "
+                         f"{cfg.dataset} has none: use --partial-labels uniform")
+    return table

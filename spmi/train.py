@@ -24,15 +24,14 @@ import torch
 
 from spmi.cli_options import OneLineParser, add_dataclass_flags
 from spmi.comm import Comm
-from spmi.config import TrainConfig, config_from_flat, with_dataset_defaults
-from spmi.data import DATASETS, DataError, check_split_args, get_info, load_dataset
+from spmi.config import CONFIG_FIELDS, TrainConfig, resolve
+from spmi.data import DATASETS, DataError, check_split_args, load_dataset
 from spmi.device import resolve_device
 from spmi.distributed import assert_in_sync, destroy, init_from_env, spawn
 from spmi.methods import get_method, list_methods
 from spmi.models import list_models
-from spmi.options import build
 from spmi.records import JsonlWriter, summary_line
-from spmi.trainer import CHECKPOINT_NAME, Diverged, Trainer, superclasses
+from spmi.trainer import CHECKPOINT_NAME, Diverged, Trainer
 
 CLI_ONLY = frozenset({"resume", "no_progress", "workers", "no_sync_bn", "check_sync", "overwrite",
                       "allow_schedule_change"})
@@ -74,30 +73,17 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, list[str]]]:
 
 
 def config_from_args(args: argparse.Namespace, owners: dict[str, list[str]]) -> TrainConfig:
+    """The resolved (checked) config of the given flags; a method option of another
+    method is refused by name. The device's presence is checked by ``main``."""
     given: dict[str, Any] = {k: v for k, v in vars(args).items() if k not in CLI_ONLY}
-    cfg = config_from_flat(given)
-    cfg.progress = not args.no_progress
-    method_cls = get_method(cfg.method)
-    for name in cfg.options:
-        if cfg.method not in owners.get(name, []):
+    method = given.get("method", TrainConfig.method)
+    method_cls = get_method(method)
+    for name in given:
+        if name not in CONFIG_FIELDS and method not in owners.get(name, []):
             valid = ", ".join("--" + f.replace("_", "-") for f in method_cls.Options.__dataclass_fields__)
-            raise ValueError(f"--{name.replace('_', '-')} does not apply to method {cfg.method} "
+            raise ValueError(f"--{name.replace('_', '-')} does not apply to method {method} "
                              f"(its options: {valid or 'none'})")
-    return with_dataset_defaults(cfg)
-
-
-def check_config(cfg: TrainConfig) -> None:
-    """Everything checkable without loading data: one clear ValueError/DataError each."""
-    cfg.validate()
-    info = get_info(cfg.dataset)
-    build(get_method(cfg.method).Options, cfg.options, cfg.method)
-    if cfg.model is not None and cfg.model not in list_models():
-        raise ValueError(f"unknown model {cfg.model!r}; choose one of: {', '.join(list_models())}")
-    superclasses(cfg)  # hierarchical partial labels need the dataset's superclasses
-    if cfg.labelled % info.num_classes:
-        raise ValueError(f"--labelled {cfg.labelled} must be a positive multiple of the "
-                         f"{info.num_classes} classes of {cfg.dataset}")
-    resolve_device(cfg.device)
+    return resolve({**given, "progress": not args.no_progress})
 
 
 def check_workers(workers: int, device: str) -> None:
@@ -163,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         cfg = config_from_args(args, owners)
-        check_config(cfg)
+        resolve_device(cfg.device)
         check_workers(args.workers, cfg.device)
         if args.resume and not cfg.out:
             raise ValueError("--resume needs --out, the folder of the run to continue")

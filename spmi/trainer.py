@@ -29,8 +29,8 @@ from torch import Tensor
 from spmi import checkpoint as ckpt
 from spmi.augment import Augmenter
 from spmi.comm import Comm
-from spmi.config import TrainConfig, with_dataset_defaults
-from spmi.data import ImageData, SSPLLSplit, get_info, make_split
+from spmi.config import TrainConfig, is_resolved, resolve, superclass_table
+from spmi.data import ImageData, SSPLLSplit, make_split
 from spmi.device import resolve_device
 from spmi.distributed import distribute_model
 from spmi.evaluate import count_correct
@@ -39,14 +39,11 @@ from spmi.methods.base import Batch, MethodContext
 from spmi.models import create_model
 from spmi.models.fold import fold_batchnorm
 from spmi.optim import build_optimizer, cosine_lr, set_lr
-from spmi.options import build
+from spmi.options import build, resumable
 from spmi.sampling import CyclicSampler
 
 Callback = Callable[[dict[str, Any], "Trainer"], None]
 CHECKPOINT_NAME = "checkpoint.pt"
-# config fields that may differ between a run and its resumption (they do not change results)
-RESUMABLE_CHANGES = frozenset({"out", "progress", "device", "checkpoint_every", "data_root", "download", "verify_data",
-                               "eval_batch_size", "eval_every", "eval_test", "fold_bn"})
 # single process: steps between checks of the running loss (a device sync each)
 DIVERGENCE_CHECK_STEPS = 8
 
@@ -72,31 +69,26 @@ def subsample_unlabelled(split: SSPLLSplit, size: int | None, seed: int) -> SSPL
 
 def superclasses(cfg: TrainConfig) -> Tensor | None:
     """Each class's superclass when the partial labels are hierarchical, else None."""
-    if cfg.partial_labels != "hierarchical":
-        return None
-    table = get_info(cfg.dataset).superclass
-    if table is None:
-        raise ValueError(f"--partial-labels hierarchical needs a dataset with superclasses (cifar100); "
-                         f"{cfg.dataset} has none: use --partial-labels uniform")
-    return torch.tensor(table)
+    table = superclass_table(cfg)
+    return None if table is None else torch.tensor(table)
 
 
 class Trainer:
     """``model`` is the network (saved, evaluated, used by the label-channel pass);
     ``step_model`` is what training steps call: its DDP wrapper under several processes
-    (``sync_bn``: BatchNorm statistics over the global batch), ``model`` otherwise."""
+    (``sync_bn``: BatchNorm statistics over the global batch), ``model`` otherwise.
+    ``cfg`` is taken as it is when ``resolve`` made it; any other config is resolved here."""
 
     def __init__(self, cfg: TrainConfig, data: ImageData, callbacks: Iterable[Callback] = (),
                  comm: Comm | None = None, split: SSPLLSplit | None = None, sync_bn: bool = True):
-        cfg = with_dataset_defaults(cfg)
-        cfg.validate()
+        if not is_resolved(cfg):
+            cfg = resolve(base=cfg)
         self.cfg, self.data, self.comm = cfg, data, comm or Comm()
         self.callbacks = list(callbacks)
         self.device = resolve_device(cfg.device)
         info = data.info
         self.num_classes = info.num_classes
         method_cls = get_method(cfg.method)
-        opts = build(method_cls.Options, cfg.options, cfg.method)
 
         self.split = split or subsample_unlabelled(
             make_split(data.train_y, info.num_classes, cfg.labelled, cfg.partial_rate, cfg.val_size,
@@ -125,7 +117,7 @@ class Trainer:
 
         lookup = torch.full((len(data.train_y),), -1, dtype=torch.int64, device=dev)
         lookup[self.lab_idx] = torch.arange(len(self.lab_idx), device=dev)
-        self.method = method_cls(opts, MethodContext(
+        self.method = method_cls(cfg.options, MethodContext(
             num_classes=info.num_classes, device=dev, candidates=self.split.candidates.to(dev),
             lab_targets=self.train_y[self.lab_idx], unl_targets=self.train_y[self.unl_idx],
             unl_to_lab=lookup[self.unl_idx], epochs=cfg.epochs, comm=self.comm))
@@ -309,8 +301,7 @@ class Trainer:
         }
 
     def load_state_dict(self, state: dict[str, Any], allow_schedule_change: bool = False) -> None:
-        check_compatible(self._comparable(self.cfg.to_dict()), self._comparable(state["config"]),
-                         allow_schedule_change)
+        check_compatible(self.cfg.to_dict(), self._comparable(state["config"]), allow_schedule_change)
         if state["data_checksum"] != self.data.checksum:
             raise ValueError("the checkpoint was trained on other data (checksum differs); use its dataset files")
         for name, saved in state["split"].items():
@@ -361,8 +352,8 @@ class Trainer:
         self.load_state_dict(state, allow_schedule_change)
 
     def _comparable(self, config: dict[str, Any]) -> dict[str, Any]:
-        """A config with its method options' defaults filled in, so that a flag which only
-        restates a default is no change."""
+        """A saved config with its method options' defaults filled in (as the resolved
+        current config has them), so that a flag which only restates a default is no change."""
         config = dict(config)
         try:
             opts = build(get_method(config.get("method", self.cfg.method)).Options, config.get("options", {}),
@@ -379,7 +370,8 @@ def check_compatible(current: dict[str, Any], saved: dict[str, Any], allow_sched
     is refused unless ``allow_schedule_change`` (or the schedule is flat)."""
     current, saved = _flat_options(current), _flat_options(saved)
     flat = current.get("lr_min_ratio") == 1.0 and saved.get("lr_min_ratio") == 1.0
-    may_change = RESUMABLE_CHANGES | ({"epochs"} if allow_schedule_change or flat else set())
+    may_change = resumable(TrainConfig) | _resumable_options(current.get("method")) | (
+        {"epochs"} if allow_schedule_change or flat else set())
     differ = sorted(k for k in current.keys() | saved.keys()
                     if k not in may_change and current.get(k) != saved.get(k))
     if differ:
@@ -387,6 +379,14 @@ def check_compatible(current: dict[str, Any], saved: dict[str, Any], allow_sched
         hint = ("; --allow-schedule-change accepts another --epochs (the cosine schedule is re-shaped from "
                 "the resumed epoch on)") if differ == ["epochs"] else ""
         raise ValueError(f"cannot resume: the checkpoint was made with other settings ({detail}){hint}")
+
+
+def _resumable_options(method: Any) -> frozenset[str]:
+    """The options of ``method`` declared ``resume=True`` (none for an unknown method)."""
+    try:
+        return resumable(get_method(method).Options)
+    except ValueError:
+        return frozenset()
 
 
 def _flat_options(config: dict[str, Any]) -> dict[str, Any]:

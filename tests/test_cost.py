@@ -9,7 +9,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from spmi.config import TrainConfig
+from spmi.config import resolve
 from tuning import cost, cost_watch
 
 
@@ -61,7 +61,7 @@ def plan(**kw):
     base = dict(num_samples=32, max_epochs=500, grace_period=15, reduction_factor=3, cpus_per_trial=1,
                 max_concurrent=2, dataset="fmnist", config={})
     base |= kw
-    return SimpleNamespace(**base, base_config=TrainConfig(dataset="fmnist", **base["config"]))
+    return SimpleNamespace(**base, base_config=resolve({"dataset": "fmnist", **base["config"]}))
 
 
 def test_cpu_search_beyond_a_day_says_how_to_make_it_fit():

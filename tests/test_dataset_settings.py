@@ -8,6 +8,7 @@ import pytest
 from datagen import write_cifar100, write_idx_fmnist
 from spmi.config import TrainConfig, with_dataset_defaults
 from spmi.data import DATASETS, get_info
+from spmi.methods import get_method
 from spmi.train import build_parser, config_from_args
 from tuning.storage import open_storage
 
@@ -18,8 +19,9 @@ def single_run(*argv: str) -> TrainConfig:
 
 
 def paper_part(cfg: TrainConfig) -> tuple:
-    o = cfg.options
-    return cfg.labelled, cfg.partial_rate, cfg.model, cfg.augment, o.get("warmup"), o.get("unlabelled_ema")
+    o = cfg.options  # the method's typed options
+    return cfg.labelled, cfg.partial_rate, cfg.model, cfg.augment, getattr(o, "warmup", None), \
+        getattr(o, "unlabelled_ema", None)
 
 
 @pytest.mark.parametrize(("dataset", "expected"), [
@@ -44,7 +46,7 @@ def test_flags_override_the_dataset_and_other_methods_get_only_their_options() -
                      "--augment", "cifar10", "--warmup", "5", "--unlabelled-ema", "0")
     assert paper_part(cfg) == (5000, 0.1, "wrn_28_2", "cifar10", 5, 0.0)
     pop = single_run("--dataset", "cifar100", "--method", "pop_fixmatch")
-    assert pop.labelled == 10000 and pop.options == {}
+    assert pop.labelled == 10000 and pop.options == get_method("pop_fixmatch").Options()
     assert with_dataset_defaults(cfg) == cfg  # idempotent
 
 
@@ -82,6 +84,6 @@ def test_trainer_resolves_settings_and_uses_the_policy(tmp_path: Path) -> None:
             "batch_size": 16, "epochs": 1, "device": "cpu"}
     plain = Trainer(TrainConfig(**base), data)
     assert plain.augmenter.autoaugment is None
-    assert (plain.cfg.partial_rate, plain.cfg.model, plain.cfg.options) == (0.3, "lenet", {"warmup": 10,
-                                                                                          "unlabelled_ema": 0.0})
+    assert (plain.cfg.partial_rate, plain.cfg.model, plain.cfg.options) == (
+        0.3, "lenet", get_method("spmi").Options(warmup=10, unlabelled_ema=0.0))
     assert Trainer(TrainConfig(**base, augment="cifar10_spmi"), data).augmenter.autoaugment.num_sub == 97

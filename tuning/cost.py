@@ -77,9 +77,8 @@ def rough_epoch_seconds(model: str, labelled: int, unlabelled: int, batch_size: 
 def start_message(plan: Any, core_flops: float) -> list[str]:
     """The rough estimate of a CPU search (a ``SearchPlan``) before it starts, at
     ``core_flops`` matrix-product FLOP/s per core; beyond a day, how to make it fit."""
-    from spmi.config import with_dataset_defaults
     from spmi.data import get_info
-    cfg = with_dataset_defaults(plan.base_config)
+    cfg = plan.base_config  # resolved: the dataset's settings filled in
     info = get_info(plan.dataset)  # its real train/test sizes: the estimate comes before any data is loaded
     n_train, n_test = info.train_size, info.test_size
     epoch = rough_epoch_seconds(cfg.model or info.model, cfg.labelled,

@@ -18,13 +18,13 @@ from typing import Any
 
 import yaml
 
-from spmi.config import TrainConfig, config_from_flat, with_dataset_defaults
+from spmi.config import TrainConfig, resolve
 from spmi.data import check_split_args, default_root, get_info, load_dataset
 from spmi.methods import get_method
-from spmi.train import check_config
+from spmi.options import meta
 from tuning import mlflow_log, optuna_study
 from tuning import settings as S
-from tuning.fields import RESERVED, coerce, field_specs
+from tuning.fields import coerce, field_specs, nearest_hint, owned_by_search
 from tuning.spaces import SearchSpace, load_space
 from tuning.storage import Storage, is_uri, open_storage
 
@@ -77,9 +77,10 @@ class SearchPlan:
         """The search's folder: a local path or a URI."""
         return self.storage.uri(self.name)
 
-    @property
+    @functools.cached_property
     def base_config(self) -> TrainConfig:
-        return config_from_flat(self.base)
+        """The search's base config, resolved (and checked) once."""
+        return resolve(self.base)
 
     def save(self) -> str:
         fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
@@ -165,17 +166,17 @@ def git_commit() -> str:
 def parse_sets(items: list[str], method: str, space: SearchSpace) -> dict[str, Any]:
     """``--set NAME=VALUE`` (YAML value) checked like a space file's ``fixed`` entries."""
     specs, out = field_specs(method), {}
-    hints = {"epochs": "--max-epochs", "device": "--gpus-per-trial", "dataset": "--dataset", "method": "--method"}
     for item in items:
         name, sep, text = item.partition("=")
         name = name.strip().replace("-", "_")
         if not sep or not name:
             raise ValueError(f"--set {item!r}: write NAME=VALUE, e.g. --set batch_size=128")
-        if name in RESERVED:
-            hint = f"; use {hints[name]}" if name in hints else ""
+        hint = owned_by_search(method, name)
+        if hint is not None:
             raise ValueError(f"--set {name}: set by the search itself{hint}")
         if name not in specs:
-            raise ValueError(f"--set {name}: not a TrainConfig field nor an option of method {method}")
+            raise ValueError(f"--set {name}: not a TrainConfig field nor an option of method {method}"
+                             f"{nearest_hint(method, name)}")
         if name in space.params:
             raise ValueError(f"--set {name}: {name} is searched by {space.path}; drop it there or here")
         try:
@@ -271,17 +272,17 @@ def make_plan(args: Any, storage: Storage, name: str, tracking_uri: str) -> tupl
                "device": "cuda" if gpus > 0 else "cpu", "progress": False, "out": None}
     root = values.get("data_root")
     values["data_root"] = str(Path(root).expanduser().resolve() if root else default_root(args.dataset).resolve())
-    cfg = with_dataset_defaults(config_from_flat(values))
-    if cfg.val_size <= 0:
+    if values.get("val_size", TrainConfig.val_size) <= 0:
         raise ValueError("--val-size must be > 0: the search optimises validation accuracy (val/acc) on a "
                          "held-out split and never test accuracy")
+    cfg = resolve(values)
     for point in space.points_to_evaluate():
-        check_config(config_from_flat({**point, "device": "cpu"}, cfg))  # GPUs were checked above
+        resolve({**point, "device": "cpu"}, cfg)  # each first trial's config (GPUs were checked above)
     num_samples = int(pick("num_samples", S.DEFAULT_NUM_SAMPLES))
     if num_samples < 1:
         raise ValueError(f"--num-samples {num_samples} must be >= 1")
     grace = _grace_period(args, space, max_epochs, int(preset.get("grace_margin", S.DEFAULT_GRACE_MARGIN)),
-                          cfg.options)
+                          dataclasses.asdict(cfg.options))
     reduction = int(pick("reduction_factor", S.DEFAULT_REDUCTION_FACTOR))
     if reduction < 2:
         raise ValueError(f"--reduction-factor {reduction} must be >= 2")
@@ -309,6 +310,7 @@ def make_plan(args: Any, storage: Storage, name: str, tracking_uri: str) -> tupl
         check_sync=bool(getattr(args, "check_sync", False)), git_commit=git_commit(), data_checksum=checksum,
         optuna_storage=optuna_url, warm_start=warm or None,
         tpe=optuna_study.tpe_settings(num_samples, None if max_conc is None else int(max_conc), int(args.seed)))
+    plan.__dict__["base_config"] = cfg  # the resolved base (what ``base_config`` would resolve again)
     return plan, space
 
 
@@ -323,18 +325,16 @@ def copy_space(plan: SearchPlan) -> None:
                                 plan.name, SPACE_COPY)
 
 
-STARTS_WHAT = {"warmup": "the label channel (condensation and expansion)", "pop_start": "POP's purification"}
-
-
 def check_budget(space: SearchSpace, max_epochs: int, margin: int, options: dict[str, Any] | None = None) -> None:
     """A trial must run past the latest start epoch the space allows, or what starts there
     (and the parameters that tune it) is never exercised, yet would be reported as best."""
     knob, start = space.latest_start(options)
     if knob is not None and max_epochs <= start:
+        what = meta(get_method(space.method).Options, knob).get("starts", knob)  # the knob's ``starts=``
         where = f"reaches {start} in {space.path.name}" if knob in space.params or knob in space.fixed \
             else f"is {start} by default"
         raise ValueError(f"--max-epochs {max_epochs} cannot exercise {knob}: it {where}, so "
-                         f"{STARTS_WHAT.get(knob, knob)} would never run in such a trial; use --max-epochs >= "
+                         f"{what} would never run in such a trial; use --max-epochs >= "
                          f"{start + 1} (>= {start + margin} for ASHA's full grace period), or lower {knob}")
 
 

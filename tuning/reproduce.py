@@ -157,10 +157,9 @@ def cell_config(source: str, dataset: str, method: str, storage: Path) -> tuple[
 
 
 def prepare(args: argparse.Namespace) -> tuple[GridPlan, bool]:
-    from spmi.config import config_from_flat
+    from spmi.config import config_from_flat, resolve
     from spmi.data import DataError, get_info
     from spmi.methods import get_method
-    from spmi.train import check_config
     if "://" in args.storage_path:
         raise ValueError(f"--storage-path {args.storage_path}: this command works on a local folder (or a mount "
                          f"every node shares, with --address); object storage is for tuning/search.py so far")
@@ -223,7 +222,7 @@ def prepare(args: argparse.Namespace) -> tuple[GridPlan, bool]:
             base, values = cell_config(source, ds, method, storage)
             sets = P.parse_sets(args.set or [], method, _NoSpace())
             base = {**base, **common, **sets, "method": method}
-            check_config(config_from_flat({**values, "device": "cpu"}, config_from_flat(base)))
+            resolve({**values, "device": "cpu"}, config_from_flat(base))
             cells[f"{ds}-l{labelled}-p{rate:g}-{method}"] = {
                 "base": base, "values": values,
                 "tags": {"row": f"{ds} / {labelled} / {rate:g}", "config_from": source, "reproduce": name},

@@ -20,6 +20,7 @@ import yaml
 
 from spmi.data import DATASETS
 from spmi.methods import get_method
+from spmi.options import start_knobs
 from tuning.fields import FieldSpec, coerce, field_specs
 from tuning.settings import PRESETS
 from tuning.yaml_lines import Lines, LocatedError, load_with_lines
@@ -31,9 +32,6 @@ TOP_KEYS = ("description", "method", "dataset", "settings", "fixed", "params")
 OVERRIDES = {"datasets": DATASETS, "presets": PRESETS}
 OVERRIDE_KEYS = ("description", "settings", "fixed", "params")
 PARAM_KEYS = ("distribution", "low", "high", "step", "choices", "paper", "code", "start", "note")
-# hyperparameters that delay the method's label channel / purification: trials must not be
-# judged before the largest of them (ASHA's grace period)
-START_KNOBS = ("warmup", "pop_start")
 
 
 @dataclass(frozen=True)
@@ -169,14 +167,14 @@ class SearchSpace:
         return self.latest_start(base)[1]
 
     def latest_start(self, base: dict[str, Any] | None = None) -> tuple[str | None, int]:
-        """(knob, epoch): the start knob (``START_KNOBS``) that can start latest in this space
+        """(knob, epoch): the start knob (an option declared ``starts=``, e.g. T_w) that can start latest in this space
         (its largest value here; for a knob the space leaves alone, its value in ``base`` (the
         search's method options, e.g. the dataset's T_w), else the method's default) and that
         epoch; (None, 0) when the method has none."""
-        opts = get_method(self.method).Options()
-        base = base or {}
+        cls = get_method(self.method).Options
+        opts, base = cls(), base or {}
         found = []
-        for k in START_KNOBS:
+        for k in start_knobs(cls):
             value = self.largest(k)
             if value is None and hasattr(opts, k):
                 value = base.get(k, getattr(opts, k))

@@ -18,9 +18,7 @@ import torch
 from ray import tune
 from ray.tune import Checkpoint
 
-from spmi.config import TrainConfig, config_from_flat
-from spmi.methods import get_method
-from spmi.options import build
+from spmi.config import TrainConfig, config_from_flat, is_resolved, resolve
 from spmi.trainer import Diverged, Trainer
 from tuning import mlflow_log
 from tuning.best import BestEpoch
@@ -51,15 +49,17 @@ def mark_diverged(trial_dir: str | Path, err: Diverged) -> None:
 
 
 def trial_config(config: dict[str, Any], base: dict[str, Any]) -> TrainConfig:
-    """The TrainConfig of a trial: its searched values over the search's base config."""
-    return config_from_flat(config, config_from_flat(base))
+    """The TrainConfig of a trial: its searched values over the search's (flat) base config,
+    resolved and checked once."""
+    return resolve(config, config_from_flat(base))
 
 
 def all_params(cfg: TrainConfig) -> dict[str, Any]:
     """Every config value of a run, method options with their defaults included."""
+    if not is_resolved(cfg):
+        cfg = resolve(base=cfg)
     fields = {k: v for k, v in cfg.to_dict().items() if k != "options"}
-    options = dataclasses.asdict(build(get_method(cfg.method).Options, cfg.options, cfg.method))
-    return {**fields, **options}
+    return {**fields, **dataclasses.asdict(cfg.options)}
 
 
 def train_trial(config: dict[str, Any], base: dict[str, Any], meta: dict[str, Any]) -> None:

@@ -62,7 +62,9 @@ view, no grad), identical on every rank."""
 class Method:
     """Base class of a training method.
 
-    A subclass sets ``name`` and ``Options`` (a dataclass of its hyperparameters), lists
+    A subclass sets ``name`` and ``Options`` (a dataclass of its hyperparameters, each
+    declared with ``spmi.options.option``: limits, help, and roles such as ``starts=`` for an
+    epoch that delays a phase; it receives the resolved instance as ``opts``), lists
     its per-run tensors in ``state_names`` (saved in checkpoints) and implements ``loss``.
     Under DDP every rank must hold the same state, except the names in ``rank_local``
     (per-rank counters, all-reduced when reported).

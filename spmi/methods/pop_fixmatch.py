@@ -29,7 +29,8 @@ from spmi.options import option
 
 @dataclass
 class POPOptions(FixMatchOptions):
-    pop_start: int = option(20, "epoch after whose training the first purification runs", min=0)
+    pop_start: int = option(20, "epoch after whose training the first purification runs", min=0,
+                            starts="POP's purification")
     pop_every: int = option(5, "epochs between purifications", min=1)
     pop_window: int = option(5, "epochs of confidences averaged for purification", min=1)
     pop_theta_start: float = option(0.001, "initial purification threshold theta", min=0.0, max=1.0)

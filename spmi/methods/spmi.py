@@ -27,7 +27,8 @@ from spmi.options import option
 
 @dataclass
 class SPMIOptions:
-    warmup: int = option(10, "warm-up epochs T_w (labelled data only)", min=0)
+    warmup: int = option(10, "warm-up epochs T_w (labelled data only)", min=0,
+                         starts="the label channel (condensation and expansion)")
     tau: float = option(3.0, "condensation threshold of labelled data", min=0.0)
     tau_u: float = option(2.0, "condensation threshold of unlabelled data", min=0.0)
     score: str = option("official", "information score: official (authors' code) or kl (Eq. 15 literally)",
