@@ -4,6 +4,8 @@ import pytest
 import torch
 from conftest import tiny
 
+from spmi.data import DATASETS
+from spmi.methods import list_methods
 from spmi.records import read_jsonl
 from spmi.train import main
 
@@ -20,8 +22,8 @@ def error_of(argv, capsys):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--dataset", "mnist"], "unknown dataset 'mnist'; choose one of: cifar10, cifar100, fmnist, svhn"),
-    (["--method", "pico"], "unknown method 'pico'; choose one of: cc_fixmatch, pop_fixmatch, proden_fixmatch, spmi"),
+    (["--dataset", "mnist"], f"unknown dataset 'mnist'; choose one of: {', '.join(sorted(DATASETS))}"),
+    (["--method", "pico"], f"unknown method 'pico'; choose one of: {', '.join(list_methods())}"),
     (["--labelled", "25"], "--labelled 25 must be a positive multiple of the 10 classes of fmnist"),
     (["--labelled", "0"], "labelled=0 is too small"),
     (["--partial-rate", "1.0"], "partial_rate=1.0 must be < 1.0"),

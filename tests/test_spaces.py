@@ -197,7 +197,8 @@ def test_to_optuna_samples_inside_the_ranges_and_enqueues_defaults(tmp_path: Pat
 
 # (replacement applied to GOOD, line the error must name, words in the message)
 BAD = {
-    "unknown parameter": (("  lr:\n", "  lrr:\n"), 6, "unknown parameter 'lrr'"),
+    "unknown parameter": (("  lr:\n", "  lrr:\n"), 6, "unknown parameter 'lrr': not a TrainConfig field nor an option "
+                                                              "of method spmi; did you mean lr?"),
     "option of another method": (("  lr:\n", "  fixmatch_threshold:\n"), 6, "nor an option of method spmi"),
     "empty range": (("    low: 0.01\n", "    low: 0.1\n"), 9, "empty or reversed range"),
     "reversed range": (("    low: 1\n    high: 3\n", "    low: 3\n    high: 1\n"), 15, "empty or reversed"),

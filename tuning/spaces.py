@@ -21,7 +21,7 @@ import yaml
 from spmi.data import DATASETS
 from spmi.methods import get_method
 from spmi.options import start_knobs
-from tuning.fields import FieldSpec, coerce, field_specs
+from tuning.fields import FieldSpec, coerce, field_specs, nearest_hint
 from tuning.settings import PRESETS
 from tuning.yaml_lines import Lines, LocatedError, load_with_lines
 
@@ -298,7 +298,8 @@ class _Parser:
         if spec is None or (spec.is_option and not options_ok):
             kind = ("a TrainConfig field" if not options_ok
                     else f"a TrainConfig field nor an option of method {self.method}")
-            raise self.fail(where, f"unknown parameter {name!r}: not {kind}", key=True)
+            hint = nearest_hint(self.method, name) if options_ok else ""
+            raise self.fail(where, f"unknown parameter {name!r}: not {kind}{hint}", key=True)
         return spec
 
     def value(self, spec: FieldSpec, value: Any, where: tuple[str, ...]) -> Any:
