@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
 if __name__ == "__main__":
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -36,6 +35,7 @@ if __name__ == "__main__":
 from spmi.config import TrainConfig  # noqa: E402
 from spmi.data import DataError, load_dataset  # noqa: E402
 from spmi.methods.base import Batch  # noqa: E402
+from spmi.models.flops import forward_flops  # noqa: E402
 from spmi.models.lenet import LeNet  # noqa: E402
 from spmi.trainer import Trainer, cpu_has_native_bf16  # noqa: E402
 
@@ -61,29 +61,6 @@ def matmul_peak(device: torch.device, dtype: torch.dtype, n: int = 2048, reps: i
     a @ b
     reps = reps or (20 if device.type == "cuda" else 3)
     return 2 * n**3 / min(timed(lambda: a @ b, device) for _ in range(reps))
-
-
-def forward_flops(model: nn.Module, x: torch.Tensor) -> float:
-    """FLOPs (2 x multiply-adds) of one forward of conv and linear layers, per image."""
-    total = 0.0
-
-    def hook(mod, inp, out):
-        nonlocal total
-        if isinstance(mod, nn.Conv2d):
-            k = mod.in_channels // mod.groups * mod.kernel_size[0] * mod.kernel_size[1]
-            total += 2 * k * out.numel()
-        elif isinstance(mod, nn.Linear):
-            total += 2 * mod.in_features * out.numel()
-
-    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, nn.Conv2d | nn.Linear)]
-    was = model.training
-    model.eval()
-    with torch.no_grad():
-        model(x)
-    model.train(was)
-    for h in handles:
-        h.remove()
-    return total / len(x)
 
 
 def _lenet_forward_before(self: LeNet, x: torch.Tensor) -> torch.Tensor:

@@ -19,9 +19,10 @@ import torch
 if __name__ == "__main__":
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.epoch_time import Steps, before, forward_flops, matmul_peak, timed  # noqa: E402
+from benchmarks.epoch_time import Steps, before, matmul_peak, timed  # noqa: E402
 from spmi.config import TrainConfig  # noqa: E402
 from spmi.data import load_dataset  # noqa: E402
+from spmi.models.flops import forward_flops  # noqa: E402
 from spmi.trainer import Trainer  # noqa: E402
 
 FULL_STEPS, FULL_PASS_IMAGES, CHUNK = 215, 59000, 1024

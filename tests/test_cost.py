@@ -10,6 +10,7 @@ from types import SimpleNamespace
 import pytest
 
 from spmi.config import resolve
+from spmi.data import DATASETS
 from tuning import cost, cost_watch
 
 
@@ -142,3 +143,11 @@ def test_time_budget_stops_resumably_with_a_report(tmp_path):
     resumed = run_cli([*args, "--resume"], tmp_path, timeout=300)
     assert resumed.returncode == 0, resumed.stdout[-3000:]
     assert "best settings: lr=" in resumed.stdout
+
+
+@pytest.mark.parametrize("dataset", list(DATASETS))
+def test_every_datasets_network_has_a_cost_estimate(dataset: str) -> None:
+    """A network added to the registry needs no table entry for the search's start estimate."""
+    plan = SimpleNamespace(num_samples=4, max_epochs=10, grace_period=5, reduction_factor=2, cpus_per_trial=1,
+                           max_concurrent=1, dataset=dataset, base_config=resolve({"dataset": dataset}))
+    assert "rough estimate" in cost.start_message(plan, 40e9)[0]

@@ -128,3 +128,16 @@ def test_wrn_init() -> None:
         if isinstance(m, nn.BatchNorm2d):
             assert torch.all(m.weight == 1) and torch.all(m.bias == 0)
     assert torch.all(model.fc.bias == 0)
+
+
+@pytest.mark.parametrize(("name", "classes", "channels", "size", "gflop"), [
+    ("lenet", 10, 1, 28, 0.013044), ("wrn_28_2", 10, 3, 32, 0.428706304), ("wrn_28_8", 100, 3, 32, 6.720262144)])
+def test_forward_gflops_counted_on_the_meta_device(name, classes, channels, size, gflop) -> None:
+    """The conv/linear FLOPs per image that the search's cost estimate uses (the values the
+    estimate's former hand-written table held), counted without weights or arithmetic."""
+    from spmi.models.flops import forward_flops, model_gflop
+    assert model_gflop(name, classes, channels, size) == pytest.approx(gflop)
+    torch.manual_seed(0)
+    model = create_model(name, classes, channels)
+    assert forward_flops(model, torch.randn(2, channels, size, size)) == pytest.approx(gflop * 1e9)
+

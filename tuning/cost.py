@@ -16,9 +16,6 @@ from dataclasses import dataclass
 from typing import Any
 
 DAY_S = 24 * 3600.0
-# forward GFLOPs per image (2 x multiply-adds of the conv and linear layers; see
-# benchmarks/epoch_time.py forward_flops); training costs ~3x a forward
-MODEL_GFLOP = {"lenet": 0.01304, "wrn_28_2": 0.4287, "wrn_28_8": 6.720}
 # share of the matrix-product peak a CPU epoch reaches (benchmarks/epoch_time.py)
 CPU_EFFICIENCY = 0.5
 
@@ -64,24 +61,26 @@ def remaining_seconds(asha: Asha, epoch_seconds: float, running: list[int], not_
     return epoch_seconds * max(work / slots, max(left, default=0.0))
 
 
-def rough_epoch_seconds(model: str, labelled: int, unlabelled: int, batch_size: int, eval_images: int,
+def rough_epoch_seconds(gflop: float, labelled: int, unlabelled: int, batch_size: int, eval_images: int,
                         flops_per_second: float) -> float:
-    """A rough SPMI epoch from the network's FLOPs: ceil(max(l, N_u) / B) steps of 2B
-    images trained (3x a forward), the label-channel pass over l + N_u images and an
-    evaluation of ``eval_images``, at ``flops_per_second``."""
+    """A rough SPMI epoch from the network's forward GFLOPs per image (``spmi.models.flops``):
+    ceil(max(l, N_u) / B) steps of 2B images trained (3x a forward), the label-channel pass
+    over l + N_u images and an evaluation of ``eval_images``, at ``flops_per_second``."""
     steps = -(-max(labelled, unlabelled) // batch_size)
     images = 3 * steps * 2 * batch_size + labelled + unlabelled + eval_images
-    return MODEL_GFLOP[model] * 1e9 * images / flops_per_second
+    return gflop * 1e9 * images / flops_per_second
 
 
 def start_message(plan: Any, core_flops: float) -> list[str]:
     """The rough estimate of a CPU search (a ``SearchPlan``) before it starts, at
     ``core_flops`` matrix-product FLOP/s per core; beyond a day, how to make it fit."""
     from spmi.data import get_info
+    from spmi.models.flops import model_gflop
     cfg = plan.base_config  # resolved: the dataset's settings filled in
     info = get_info(plan.dataset)  # its real train/test sizes: the estimate comes before any data is loaded
     n_train, n_test = info.train_size, info.test_size
-    epoch = rough_epoch_seconds(cfg.model or info.model, cfg.labelled,
+    gflop = model_gflop(cfg.model or info.model, info.num_classes, info.channels, info.size)
+    epoch = rough_epoch_seconds(gflop, cfg.labelled,
                                 cfg.unlabelled_size or n_train - cfg.val_size, cfg.batch_size,
                                 cfg.val_size + n_test, CPU_EFFICIENCY * core_flops * plan.cpus_per_trial)
     at_once = plan.max_concurrent or max(1, (os.cpu_count() or 1) // plan.cpus_per_trial)
