@@ -20,7 +20,7 @@ from spmi.augment import POLICIES
 from spmi.data.registry import get_info
 from spmi.methods import get_method
 from spmi.models import list_models
-from spmi.options import build, check_value, field_types, option, to_type, validate
+from spmi.options import build, check_fields, option
 
 AUGMENT_CHOICES = (*POLICIES, "none")
 
@@ -74,9 +74,6 @@ class TrainConfig:
     checkpoint_every: int = option(1, "write the checkpoint every N epochs (and at the end)", min=1, search=False,
                                    resume=True)
     progress: bool = option(False, "show a per-epoch progress bar", search=False, resume=True)
-
-    def validate(self) -> None:
-        validate(self)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able values; the method options as a dict."""
@@ -148,12 +145,7 @@ def check_config(cfg: TrainConfig) -> None:
     """Everything checkable without data or devices, in place: each field's type and limits,
     the method's options (built into its Options instance: ``cfg.options``), the model, the
     partial-label scheme, l a multiple of the classes. One ValueError/DataError each."""
-    types = field_types(TrainConfig)
-    for f in dataclasses.fields(TrainConfig):
-        if f.name != "options":
-            value = to_type(f.name, types[f.name], getattr(cfg, f.name), numbers_as_given=True)
-            check_value(f.name, value, f.metadata)
-            setattr(cfg, f.name, value)
+    check_fields(cfg, skip=("options",))
     info = get_info(cfg.dataset)
     cfg.options = build(get_method(cfg.method).Options, option_values(cfg.options), cfg.method,
                         near=sorted(CONFIG_FIELDS - {"options"}))

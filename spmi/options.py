@@ -1,7 +1,7 @@
 """What a setting is, declared once on its dataclass field: type, limits, help and role.
 
 ``option(default, help, **meta)`` makes the field. Limits: ``choices=(...)``, ``min``,
-``max``, ``min_exclusive``, ``max_exclusive`` (``validate`` checks them, and that every
+``max``, ``min_exclusive``, ``max_exclusive`` (``check_fields`` checks them, and that every
 float is finite: NaN and inf pass no comparison). Roles:
 
 - ``search=False``: a search may not set it per trial (the search owns it);
@@ -97,10 +97,15 @@ def did_you_mean(names: Iterable[str], valid: Iterable[str]) -> str:
     return ""
 
 
-def validate(obj: Any, prefix: str = "") -> None:
-    """Check each field of dataclass ``obj`` against its metadata."""
+def check_fields(obj: Any, skip: Iterable[str] = ()) -> None:
+    """Each field of dataclass ``obj`` (but ``skip``) as its type and within its limits, in
+    place and in field order; numbers are kept as given (error messages show them so)."""
+    types = field_types(type(obj))
     for f in dataclasses.fields(obj):
-        check_value(prefix + f.name, getattr(obj, f.name), f.metadata)
+        if f.name not in skip:
+            value = to_type(f.name, types[f.name], getattr(obj, f.name), numbers_as_given=True)
+            check_value(f.name, value, f.metadata)
+            setattr(obj, f.name, value)
 
 
 def check_value(name: str, value: Any, meta: typing.Mapping[str, Any]) -> None:
@@ -160,7 +165,6 @@ def build(cls: type, values: dict[str, Any], what: str, near: Iterable[str] = ()
     if unknown:
         raise ValueError(f"unknown {what} option(s) {', '.join(unknown)}; valid: {', '.join(sorted(names))}"
                          f"{did_you_mean(unknown, [*sorted(names), *near])}")
-    types = field_types(cls)
-    obj = cls(**{k: to_type(k, types[k], v, numbers_as_given=True) for k, v in values.items()})
-    validate(obj)
+    obj = cls(**values)
+    check_fields(obj)
     return obj
