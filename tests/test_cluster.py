@@ -21,6 +21,7 @@ import sys
 import time
 from pathlib import Path
 from types import SimpleNamespace
+from unittest import mock
 
 import clusterkit as K
 import pytest
@@ -157,23 +158,9 @@ def trial_runs(pg: K.Postgres, name: str) -> list[tuple]:
 def tune_states(s3: K.S3, name: str) -> dict[str, str]:
     from ray.tune import ExperimentAnalysis
     storage = open_storage(f"s3://{s3.bucket}/hpo", s3.endpoint)
-    with _credentials():
+    with mock.patch.dict(os.environ, K.CREDENTIALS):
         path, fs = storage.ray_location(name)
         return {t.trial_id: t.status for t in ExperimentAnalysis(path, storage_filesystem=fs).trials}
-
-
-@contextlib.contextmanager
-def _credentials():
-    saved = {k: os.environ.get(k) for k in K.CREDENTIALS}
-    os.environ.update(K.CREDENTIALS)
-    try:
-        yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 def assert_complete(parts: SimpleNamespace, name: str, trials: int, epochs: int) -> list[tuple]:
