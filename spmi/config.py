@@ -92,6 +92,11 @@ def is_resolved(cfg: TrainConfig) -> bool:
     return type(cfg.options) is get_method(cfg.method).Options
 
 
+def resolved(cfg: TrainConfig) -> TrainConfig:
+    """``cfg`` itself when ``resolve`` made it, else ``cfg`` resolved (a config built by hand)."""
+    return cfg if is_resolved(cfg) else resolve(base=cfg)
+
+
 def with_dataset_defaults(cfg: TrainConfig) -> TrainConfig:
     """A copy of ``cfg`` in which every dataset setting left unset (None) takes the value
     of the dataset's registry entry, and each of the dataset's method options (T_w,
@@ -99,13 +104,12 @@ def with_dataset_defaults(cfg: TrainConfig) -> TrainConfig:
     Idempotent (a resolved config's options are complete already); DataError / ValueError
     for an unknown dataset / method."""
     info = get_info(cfg.dataset)
-    method = get_method(cfg.method)
     out = dataclasses.replace(cfg)
     for name, value in info.paper_config().items():
         if getattr(out, name) is None:
             setattr(out, name, value)
-    if type(cfg.options) is not method.Options:
-        option_names = {f.name for f in dataclasses.fields(method.Options)}
+    if not is_resolved(cfg):
+        option_names = {f.name for f in dataclasses.fields(get_method(cfg.method).Options)}
         given = option_values(cfg.options)
         out.options = {**{k: v for k, v in info.paper_options().items() if k in option_names}, **given}
     return out

@@ -29,7 +29,7 @@ from torch import Tensor
 from spmi import checkpoint as ckpt
 from spmi.augment import Augmenter
 from spmi.comm import Comm
-from spmi.config import TrainConfig, is_resolved, resolve, superclass_table
+from spmi.config import TrainConfig, resolved, superclass_table
 from spmi.data import ImageData, SSPLLSplit, make_split
 from spmi.device import resolve_device
 from spmi.distributed import distribute_model
@@ -81,8 +81,7 @@ class Trainer:
 
     def __init__(self, cfg: TrainConfig, data: ImageData, callbacks: Iterable[Callback] = (),
                  comm: Comm | None = None, split: SSPLLSplit | None = None, sync_bn: bool = True):
-        if not is_resolved(cfg):
-            cfg = resolve(base=cfg)
+        cfg = resolved(cfg)
         self.cfg, self.data, self.comm = cfg, data, comm or Comm()
         self.callbacks = list(callbacks)
         self.device = resolve_device(cfg.device)

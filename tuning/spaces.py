@@ -176,7 +176,7 @@ class SearchSpace:
         found = []
         for k in start_knobs(cls):
             value = self.largest(k)
-            if value is None and hasattr(opts, k):
+            if value is None:  # a start knob is a field of the Options: it has a default
                 value = base.get(k, getattr(opts, k))
             if value is not None:
                 found.append((int(value), k))

@@ -18,7 +18,7 @@ import torch
 from ray import tune
 from ray.tune import Checkpoint
 
-from spmi.config import TrainConfig, config_from_flat, is_resolved, resolve
+from spmi.config import TrainConfig, config_from_flat, resolve, resolved
 from spmi.trainer import Diverged, Trainer
 from tuning import mlflow_log
 from tuning.best import BestEpoch
@@ -56,8 +56,7 @@ def trial_config(config: dict[str, Any], base: dict[str, Any]) -> TrainConfig:
 
 def all_params(cfg: TrainConfig) -> dict[str, Any]:
     """Every config value of a run, method options with their defaults included."""
-    if not is_resolved(cfg):
-        cfg = resolve(base=cfg)
+    cfg = resolved(cfg)
     fields = {k: v for k, v in cfg.to_dict().items() if k != "options"}
     return {**fields, **dataclasses.asdict(cfg.options)}
 
