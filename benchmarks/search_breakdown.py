@@ -7,7 +7,9 @@ Reads ``search.json`` (when the search was created) and every trial's ``result.j
 Per trial, Tune's ``time_this_iter_s`` of an epoch is the trainer's own epoch time
 (``seconds`` = label-channel pass + training + evaluation) plus what Ray and MLflow add
 around it (checkpoint, MLflow logging, ``tune.report``); the first epoch also carries the
-trial's start-up (data from the object store, trainer construction, MLflow run). The
+trial's start-up (data from the object store, trainer construction, MLflow run). A trial's
+test of its best weights (``time/best_test``, at ASHA's rungs and its last epoch) is
+counted with the trainer's phases, not as overhead. The
 search-level rows split the wall time (created -> ``--end``, default the last result)
 into the time before the first trial reported its start, the trials' slot time, and what
 is left after the last result (the report, when ``--end`` is given).
@@ -21,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-PHASES = ("time/label_channel", "time/train", "time/eval")
+PHASES = ("time/label_channel", "time/train", "time/eval", "time/best_test")
 
 
 def read_trials(folder: Path) -> dict[str, list[dict[str, Any]]]:
@@ -51,7 +53,7 @@ def breakdown(folder: Path, end: float | None = None) -> dict[str, Any]:
             epochs += 1
             for p in PHASES:
                 sums[p] += r.get(p, 0.0)
-            extra = r["time_this_iter_s"] - r.get("seconds", 0.0)
+            extra = r["time_this_iter_s"] - r.get("seconds", 0.0) - r.get("time/best_test", 0.0)
             if i == 0:
                 startup += extra
             else:
@@ -83,7 +85,7 @@ def main() -> None:
     wall = b["wall_seconds"]
     print(f"{b['search']}: {b['trials']} trials, {b['epochs']} epochs, wall {wall:.0f} s")
     for key in ("before_first_trial_seconds", "after_last_result_seconds", "trial_seconds", "trainer_seconds",
-                "train_seconds", "label_channel_seconds", "eval_seconds", "trial_startup_seconds",
+                "train_seconds", "label_channel_seconds", "eval_seconds", "best_test_seconds", "trial_startup_seconds",
                 "per_epoch_overhead_seconds"):
         print(f"  {key:<28} {b[key]:9.1f}")
     print(f"  Ray + MLflow share of trial time: {b['ray_mlflow_share_of_trial_time']:.1%} "

@@ -188,6 +188,19 @@ class Trainer:
             out["test/acc"] = self._accuracy(model, self.test_x, self.test_y)
         return out
 
+    def test_accuracy(self, weights: dict[str, Tensor] | None = None) -> float:
+        """Test accuracy of the network, or of ``weights`` (a state dict of it, e.g. a kept
+        best epoch's) loaded for this pass only. Collective under several processes: every
+        rank calls it with the same weights."""
+        if weights is None:
+            return self._accuracy(self.inference_model(), self.test_x, self.test_y)
+        current = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        self.model.load_state_dict(weights)
+        try:
+            return self._accuracy(self.inference_model(), self.test_x, self.test_y)
+        finally:
+            self.model.load_state_dict(current)
+
     def _epoch_evaluation(self, last: bool) -> dict[str, float]:
         """This epoch's evaluation. Under ``eval_test`` best/end the test set is measured
         only at a new best val/acc (best) and at the last epoch; in between the latest

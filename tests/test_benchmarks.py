@@ -66,24 +66,28 @@ def test_device_check_cpu_smoke_prints_the_table(tmp_path):
 
 
 def test_search_breakdown_splits_a_search_wall_time(tmp_path):
-    """Each trial's first epoch carries its start-up, later epochs their Ray/MLflow share;
-    the search rows come from search.json's creation time and ``--end``."""
+    """Each trial's first epoch carries its start-up, later epochs their Ray/MLflow share
+    (a trial's test of its best weights counts as trainer time); the search rows come from
+    search.json's creation time and ``--end``."""
     from benchmarks import search_breakdown
     exp = tmp_path / "s"
     exp.mkdir()
     (exp / "search.json").write_text(json.dumps({"name": "s", "created": "2026-01-01 00:00:00"}))
     created = search_breakdown.time.mktime((2026, 1, 1, 0, 0, 0, 0, 0, -1))
 
-    def row(ts: float, it: float, secs: float) -> str:
+    def row(ts: float, it: float, secs: float, best_test: float | None = None) -> str:
         return json.dumps({"timestamp": ts, "time_this_iter_s": it, "seconds": secs, "time/train": secs - 1,
-                           "time/eval": 1.0, "time/label_channel": 0.0})
-    for name, start in (("trial_a", 10.0), ("trial_b", 30.0)):
+                           "time/eval": 1.0, "time/label_channel": 0.0,
+                           **({} if best_test is None else {"time/best_test": best_test})})
+    for name, start, best_test in (("trial_a", 10.0, None), ("trial_b", 30.0, 0.5)):
         (exp / name).mkdir()
         (exp / name / "result.json").write_text("\n".join(
-            [row(created + start + 6, 6.0, 4.0), row(created + start + 11, 5.0, 4.5)]) + "\n")
+            [row(created + start + 6, 6.0, 4.0), row(created + start + 11, 5.0 + (best_test or 0), 4.5, best_test)])
+            + "\n")
     b = search_breakdown.breakdown(exp, end=created + 50)
     assert b["trials"] == 2 and b["epochs"] == 4 and b["wall_seconds"] == pytest.approx(50)
     assert b["before_first_trial_seconds"] == pytest.approx(10) and b["after_last_result_seconds"] == pytest.approx(9)
     assert b["trial_startup_seconds"] == pytest.approx(4.0) and b["per_epoch_overhead_seconds"] == pytest.approx(1.0)
-    assert b["trainer_seconds"] == pytest.approx(17.0) and b["eval_seconds"] == pytest.approx(4.0)
-    assert b["ray_mlflow_share_of_trial_time"] == pytest.approx(5.0 / 22.0)
+    assert b["trainer_seconds"] == pytest.approx(17.5) and b["eval_seconds"] == pytest.approx(4.0)
+    assert b["best_test_seconds"] == pytest.approx(0.5)
+    assert b["ray_mlflow_share_of_trial_time"] == pytest.approx(5.0 / 22.5)

@@ -115,14 +115,14 @@ def test_cost_watch_logs_estimates_and_stops_at_the_budget(monkeypatch, capsys):
     cost_watch.set_budget(None)
 
 
-def test_search_measures_the_test_set_only_at_new_bests(tmp_path):
+def test_search_trainer_measures_the_test_set_only_at_the_last_epoch(tmp_path):
     import datagen
     from tuning import search
     datagen.write_idx_fmnist(tmp_path / "data", 300, 60)
     common = ["--dataset", "fmnist", "--preset", "quick", "--data-root", str(tmp_path / "data"), "--no-verify-data",
               "--labelled", "20", "--val-size", "50", "--storage-path", str(tmp_path / "hpo")]
     plan_, _ = search.prepare(search.build_parser().parse_args([*common, "--name", "a"]))
-    assert plan_.base["eval_test"] == "best"
+    assert plan_.base["eval_test"] == "end"   # the trial tests its best weights itself (tuning.best)
     plan_, _ = search.prepare(search.build_parser().parse_args([*common, "--name", "b", "--set", "eval_test=every"]))
     assert plan_.base["eval_test"] == "every"
 

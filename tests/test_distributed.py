@@ -195,6 +195,20 @@ def sc_resume(comm, data, folder):
             "aug_ranks": torch.load(path, weights_only=True)["rng"]["aug_ranks"]}
 
 
+def sc_kept_weights_test(comm, data):
+    """The test accuracy of weights kept from an earlier epoch (a trial's best epoch),
+    measured later: a collective pass whose network is left as it was."""
+    t = Trainer(config(), data, comm=comm)
+    t.train_epoch()
+    kept = {k: v.detach().to("cpu", copy=True) for k, v in t.model.state_dict().items()}
+    then = t.test_accuracy()
+    t.train_epoch()
+    before = state_digest(t)[1]
+    later = t.test_accuracy(kept)
+    return {"then": then, "later": later, "current": t.test_accuracy(), "evaluate": t.evaluate()["test/acc"],
+            "unchanged": torch.equal(before, state_digest(t)[1])}
+
+
 def scenarios(comm, root, folder):
     data = load_dataset("fmnist", root, verify=False)
     return {
@@ -208,6 +222,7 @@ def scenarios(comm, root, folder):
         "skip_proden": sc_skipped_exchange(comm, data, "proden_fixmatch", "local", 1),
         "resume": sc_resume(comm, data, folder),
         "unsynced_bn": sc_unsynced_bn(comm, data),
+        "kept_weights_test": sc_kept_weights_test(comm, data),
     }
 
 
@@ -348,6 +363,13 @@ def test_resume_under_ddp_is_bitwise(ranks):
 def test_without_sync_bn_ranks_stay_identical(ranks):
     a, b = each_rank(ranks, "unsynced_bn")
     assert a["bn"] == "BatchNorm2d" and torch.equal(a["prior"], b["prior"])
+
+
+def test_kept_weights_test_accuracy_under_ddp(ranks):
+    res = each_rank(ranks, "kept_weights_test")
+    assert res[0] == res[1]   # every rank gets the whole test set's accuracy
+    for r in res:
+        assert r["later"] == r["then"] and r["current"] == r["evaluate"] and r["unchanged"]
 
 
 def test_cli_runs_workers_with_sync_check(root, tmp_path, capsys):

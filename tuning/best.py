@@ -1,10 +1,17 @@
 """A trial's best epoch: the network's weights at its highest ``val/acc`` so far, kept in
 every checkpoint the trial writes (``best.pt`` beside ``checkpoint.pt``), so the latest
-checkpoint, which Tune keeps and resumes from, always carries the best one too."""
+checkpoint, which Tune keeps and resumes from, always carries the best one too.
+
+The search decides on ``val/acc`` alone, so the test set is measured only where a trial may
+end (``BestTestSchedule``): on the best epoch's weights at ASHA's rung epochs and at the last
+epoch, whose own weights the trainer measures too (``eval_test: end``).
+"""
 
 from __future__ import annotations
 
 import math
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,11 +22,36 @@ from spmi.trainer import Trainer
 from tuning.settings import METRIC, TIME_ATTR
 
 BEST_FILE = "best.pt"
-TEST_METRIC = "test/acc"
+TEST_METRIC, TEST_EPOCH = "test/acc", "test/epoch"
+TEST_TIME = "time/best_test"  # seconds a record's epoch spent measuring the best weights' test accuracy
+META_KEY = "test_epochs"      # the trial's ``meta`` entry: ASHA's rung epochs (``BestTestSchedule.rungs``)
+
+
+@dataclass(frozen=True)
+class BestTestSchedule:
+    """The epochs (completed, 1-based) after which a trial measures the test accuracy of its
+    best weights: ASHA's rungs (``rungs``: where it may be stopped; none without ASHA) and its
+    ``last`` epoch. A trial restored from a checkpoint after ``resumed`` epochs also measures
+    at its first epoch at or past the first rung: a resumed search's ASHA starts with empty
+    rungs and decides on each restored trial's first result there."""
+
+    rungs: tuple[int, ...]
+    last: int
+    resumed: int = 0
+
+    @classmethod
+    def of(cls, meta: dict[str, Any], last: int, resumed: int) -> BestTestSchedule:
+        return cls(tuple(int(e) for e in meta.get(META_KEY, ())), int(last), int(resumed))
+
+    def due(self, done: int) -> bool:
+        first_rung = min(self.rungs, default=self.last)
+        return (done in self.rungs or done >= self.last
+                or (self.resumed > 0 and done == self.resumed + 1 and done >= first_rung))
 
 
 class BestEpoch:
-    """The best epoch seen so far (strictly higher ``val/acc``; the earlier epoch wins ties)."""
+    """The best epoch seen so far (strictly higher ``val/acc``; the earlier epoch wins ties).
+    ``test_acc`` is its weights' test accuracy once measured (NaN until then)."""
 
     def __init__(self) -> None:
         self.epoch: int | None = None
@@ -34,16 +66,39 @@ class BestEpoch:
         if val is None or not math.isfinite(float(val)) or float(val) <= self.val_acc:
             return False
         self.epoch, self.val_acc = int(record[TIME_ATTR]), float(val)
-        self.test_acc = float(record.get(TEST_METRIC, math.nan))
+        self.test_acc = float(record[TEST_METRIC]) if measured_now(record) else math.nan
         self.weights = {k: v.detach().to("cpu", copy=True) for k, v in trainer.model.state_dict().items()}
         self.network = network_spec(trainer)
         return True
 
+    def measure(self, trainer: Trainer) -> float:
+        """Measure the kept weights' test accuracy unless known (collective under DDP: every
+        rank calls it); the seconds it took."""
+        if self.weights is None or not math.isnan(self.test_acc):
+            return 0.0
+        start = time.perf_counter()
+        current = self.epoch == trainer.epoch  # the network holds the best weights itself
+        self.test_acc = trainer.test_accuracy(None if current else self.weights)
+        return time.perf_counter() - start
+
+    def take(self, record: dict[str, Any], trainer: Trainer, due: bool) -> dict[str, Any]:
+        """An epoch's record with the best epoch's metrics; when ``due`` the best weights' test
+        accuracy is measured first, and a record whose own weights were not tested carries it
+        as ``test/acc`` with ``test/epoch`` (the trainer's 0-based epoch) naming the best epoch."""
+        self.update(record, trainer)
+        if due:
+            record[TEST_TIME] = self.measure(trainer)
+            if not measured_now(record) and self.epoch is not None:
+                record |= {TEST_METRIC: self.test_acc, TEST_EPOCH: self.epoch - 1}
+        return record | self.metrics()
+
     def metrics(self) -> dict[str, float]:
-        """``best/val_acc``, ``best/test_acc``, ``best/epoch`` (empty before the first)."""
+        """``best/val_acc``, ``best/epoch`` and, once measured, ``best/test_acc`` (empty
+        before the first epoch)."""
         if self.epoch is None:
             return {}
-        return {"best/val_acc": self.val_acc, "best/test_acc": self.test_acc, "best/epoch": self.epoch}
+        out = {"best/val_acc": self.val_acc, "best/epoch": self.epoch}
+        return out if math.isnan(self.test_acc) else out | {"best/test_acc": self.test_acc}
 
     def save(self, folder: str | Path) -> Path | None:
         if self.weights is None:
@@ -61,6 +116,14 @@ class BestEpoch:
             best.epoch, best.val_acc, best.test_acc = int(state["epoch"]), state["val_acc"], state["test_acc"]
             best.weights, best.network = state["model"], state["network"]
         return best
+
+
+def measured_now(record: dict[str, Any]) -> bool:
+    """Whether an epoch record's ``test/acc`` was measured on that epoch's weights (not carried
+    from an earlier epoch: ``test/epoch``, when present, names the trainer's 0-based epoch)."""
+    if TEST_METRIC not in record:
+        return False
+    return int(record.get(TEST_EPOCH, record[TIME_ATTR] - 1)) == int(record[TIME_ATTR]) - 1
 
 
 def network_spec(trainer: Trainer) -> dict[str, Any]:

@@ -107,7 +107,8 @@ def prepare(args: argparse.Namespace) -> tuple[GridPlan, P.SearchPlan, bool]:
     mlflow_log.check_store(search.tracking_uri)
     P.check_data(search.base_config)
     top = top_configurations(search, args.top)
-    base = {**search.base, "epochs": epochs, "device": "cuda" if gpus > 0 else "cpu"}
+    # test accuracy at the last epoch and of the best weights there (tuning.best), not every epoch
+    base = {**search.base, "epochs": epochs, "device": "cuda" if gpus > 0 else "cpu", "eval_test": "end"}
     cells = {f"rank{c['rank']}": {"base": base, "values": c["params"],
                                   "tags": {"confirm_rank": c["rank"], "source_trial": c["trial_id"]}} for c in top}
     grid = GridPlan(

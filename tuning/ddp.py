@@ -34,7 +34,7 @@ from ray.tune.integration.ray_train import TuneReportCallback
 from spmi.distributed import DistComm, assert_in_sync
 from spmi.trainer import Diverged, Trainer
 from tuning import mlflow_log
-from tuning.best import BestEpoch
+from tuning.best import BestEpoch, BestTestSchedule
 from tuning.nodedata import node_dataset
 from tuning.settings import TIME_ATTR
 from tuning.storage import Storage
@@ -148,7 +148,8 @@ def ddp_worker(loop: dict[str, Any]) -> None:
     if meta.get("check_sync"):
         trainer.callbacks.append(lambda metrics, t: assert_in_sync(t))
     pg = ray.util.get_current_placement_group()
-    trainer.callbacks.append(_DDPReporter(run, comm.rank, pg.id.hex() if pg is not None else None, best))
+    trainer.callbacks.append(_DDPReporter(run, comm.rank, pg.id.hex() if pg is not None else None, best,
+                                          BestTestSchedule.of(meta, cfg.epochs, trainer.epoch)))
     monitor = None if run is None else mlflow_log.start_system_metrics(meta["tracking_uri"], run.run_id,
                                                                        resume=not run.new)
     try:
@@ -176,16 +177,17 @@ def _quiet_reports() -> None:
 
 
 class _DDPReporter:
-    """Trainer callback on every rank: rank 0 logs to MLflow; all ranks save (collective)
-    and call ``ray.train.report``, rank 0 with the checkpoint."""
+    """Trainer callback on every rank: rank 0 logs to MLflow; all ranks measure the best
+    weights' test accuracy at ``test_at``'s epochs and save (both collective) and call
+    ``ray.train.report``, rank 0 with the checkpoint."""
 
-    def __init__(self, run: mlflow_log.TrialRun | None, rank: int, pg_hex: str | None, best: BestEpoch):
-        self.run, self.rank, self.pg_hex, self.best = run, rank, pg_hex, best
+    def __init__(self, run: mlflow_log.TrialRun | None, rank: int, pg_hex: str | None, best: BestEpoch,
+                 test_at: BestTestSchedule):
+        self.run, self.rank, self.pg_hex, self.best, self.test_at = run, rank, pg_hex, best, test_at
 
     def __call__(self, metrics: dict[str, Any], trainer: Trainer) -> None:
-        record = epoch_record(metrics)
-        self.best.update(record, trainer)  # every rank holds the same metrics and weights
-        record |= self.best.metrics()
+        # every rank holds the same metrics, weights and checkpoint: all take the same decisions
+        record = self.best.take(epoch_record(metrics), trainer, self.test_at.due(int(metrics["epoch"]) + 1))
         done = record[TIME_ATTR]
         if self.run is not None:
             self.run.log_epoch(record, step=done)

@@ -259,8 +259,9 @@ def make_plan(args: Any, storage: Storage, name: str, tracking_uri: str) -> tupl
     if args.no_verify_data:
         values["verify_data"] = False
     values |= parse_sets(args.set or [], args.method, space)
-    # the search decides on val/acc: the test set only at each new best val/acc and the last epoch
-    values.setdefault("eval_test", "best")
+    # the search decides on val/acc: the trainer tests the last epoch only, and each trial the
+    # best epoch's weights where it may end (ASHA's rungs, the last epoch: tuning.best.BestTestSchedule)
+    values.setdefault("eval_test", "end")
     max_epochs = int(pick("max_epochs", S.PAPER_EPOCHS))
     if max_epochs < 1:
         raise ValueError(f"--max-epochs {max_epochs} must be >= 1")

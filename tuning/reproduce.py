@@ -221,7 +221,8 @@ def prepare(args: argparse.Namespace) -> tuple[GridPlan, bool]:
             source = sources[(ds, method)]
             base, values = cell_config(source, ds, method, storage)
             sets = P.parse_sets(args.set or [], method, _NoSpace())
-            base = {**base, **common, **sets, "method": method}
+            # test accuracy at the last epoch and of the best weights there (tuning.best); --set may change it
+            base = {**base, **common, "eval_test": "end", **sets, "method": method}
             resolve({**values, "device": "cpu"}, config_from_flat(base))
             cells[f"{ds}-l{labelled}-p{rate:g}-{method}"] = {
                 "base": base, "values": values,

@@ -15,7 +15,7 @@ from ray import tune
 from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search import ConcurrencyLimiter
 
-from tuning import cost, cost_watch, mlflow_log, optuna_study
+from tuning import best, cost, cost_watch, mlflow_log, optuna_study
 from tuning.callbacks import CloseTrialRuns, ReleaseTrainGroups
 from tuning.plan import SearchPlan
 from tuning.settings import DRIVER_CPU, DRIVER_HEADROOM_CPUS, REPO_ROOT, TIME_ATTR, TRAIN_RUNS_DIR
@@ -104,11 +104,18 @@ def check_cluster(plan: SearchPlan) -> None:
         plan.save()
 
 
+def trial_meta(plan: SearchPlan) -> dict[str, Any]:
+    """What every trial of the search is given besides its config (``train_trial``'s ``meta``),
+    with ASHA's rung epochs: where a trial may be stopped, it measures its best weights' test
+    accuracy (``tuning.best.BestTestSchedule``)."""
+    return {"tracking_uri": plan.tracking_uri, "experiment_id": plan.experiment_id,
+            "parent_run_id": plan.parent_run_id, "search": plan.name, "git_commit": plan.git_commit,
+            "cpus": plan.cpus_per_trial, "data_checksum": plan.data_checksum, best.META_KEY: asha_of(plan).rungs()}
+
+
 def trainable(plan: SearchPlan) -> Any:
     """The trial function with the search's constants bound (same on restore)."""
-    meta = {"tracking_uri": plan.tracking_uri, "experiment_id": plan.experiment_id,
-            "parent_run_id": plan.parent_run_id, "search": plan.name, "git_commit": plan.git_commit,
-            "cpus": plan.cpus_per_trial, "data_checksum": plan.data_checksum}
+    meta = trial_meta(plan)
     if plan.workers_per_trial > 1:  # the trial drives a Ray Train run whose workers hold the resources
         from tuning.ddp import train_trial_ddp
         meta |= {"workers": plan.workers_per_trial, "gpus": plan.gpus_per_trial, "check_sync": plan.check_sync,

@@ -21,7 +21,7 @@ from ray.tune import Checkpoint
 from spmi.config import TrainConfig, config_from_flat, resolve, resolved
 from spmi.trainer import Diverged, Trainer
 from tuning import mlflow_log
-from tuning.best import BestEpoch
+from tuning.best import BestEpoch, BestTestSchedule
 from tuning.nodedata import node_dataset, node_tags
 from tuning.settings import TIME_ATTR
 
@@ -63,8 +63,9 @@ def all_params(cfg: TrainConfig) -> dict[str, Any]:
 
 def train_trial(config: dict[str, Any], base: dict[str, Any], meta: dict[str, Any]) -> None:
     """``config``: the searched values; ``base``: the search's flat config; ``meta``: MLflow
-    ids, search name, commit, CPUs, optionally the run's ``role`` and extra ``tags`` (both
-    bound with ``tune.with_parameters``)."""
+    ids, search name, commit, CPUs, optionally the run's ``role``, extra ``tags`` and ASHA's
+    rung epochs ``test_epochs`` (see ``tuning.best.BestTestSchedule``; all bound with
+    ``tune.with_parameters``)."""
     logging.getLogger("ray.train").setLevel(logging.WARNING)  # no line per checkpoint
     ctx = tune.get_context()
     trial_dir = persistent_trial_dir(ctx)
@@ -80,7 +81,7 @@ def train_trial(config: dict[str, Any], base: dict[str, Any], meta: dict[str, An
     run_id, best = _restore(trainer)
     run = open_trial_run(trainer, config, meta, ctx.get_trial_id(), ctx.get_trial_name(), run_id,
                          spool=Path(trial_dir) / mlflow_log.SPOOL_FILE)
-    trainer.callbacks.append(_Reporter(run, best))
+    trainer.callbacks.append(_Reporter(run, best, BestTestSchedule.of(meta, cfg.epochs, trainer.epoch)))
     monitor = mlflow_log.start_system_metrics(meta["tracking_uri"], run.run_id, resume=not run.new)
     try:
         trainer.fit()
@@ -197,15 +198,16 @@ def scalar_record(record: dict[str, Any]) -> dict[str, float | int]:
 
 class _Reporter:
     """Trainer callback: MLflow metrics, checkpoint (with the best epoch's weights) and
-    ``tune.report`` after each epoch."""
+    ``tune.report`` after each epoch; the best weights' test accuracy at ``test_at``'s epochs
+    (default: the last one only)."""
 
-    def __init__(self, run: mlflow_log.TrialRun, best: BestEpoch):
-        self.run, self.best = run, best
+    def __init__(self, run: mlflow_log.TrialRun, best: BestEpoch, test_at: BestTestSchedule | None = None):
+        self.run, self.best, self.test_at = run, best, test_at
 
     def __call__(self, metrics: dict[str, Any], trainer: Trainer) -> None:
         record = epoch_record(metrics)
-        self.best.update(record, trainer)
-        record |= self.best.metrics()
+        test_at = self.test_at or BestTestSchedule((), trainer.cfg.epochs)
+        record = self.best.take(record, trainer, test_at.due(record[TIME_ATTR]))
         done = record[TIME_ATTR]
         self.run.log_epoch(record, step=done)
         scalars = scalar_record(record)

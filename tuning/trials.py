@@ -15,7 +15,8 @@ from tuning.storage import Storage
 
 DIVERGED_FILE = "diverged.json"  # tuning.trainable.DIVERGED_FILE (not imported: no torch here)
 
-TEST_METRIC = "test/acc"
+TEST_METRIC, TEST_EPOCH = "test/acc", "test/epoch"  # test/epoch: the trainer's 0-based epoch of test/acc
+BEST_TEST, BEST_EPOCH = "best/test_acc", "best/epoch"
 
 
 @dataclass
@@ -59,13 +60,18 @@ def _history(fs: pafs.FileSystem, trial_dir: str, trial_id: str) -> pd.DataFrame
 
 
 def best_epoch(hist: pd.DataFrame) -> dict[str, float | int | None]:
-    """The first epoch of highest val/acc: its val/acc, test/acc and number (as the trial's
-    ``tuning.best.BestEpoch`` keeps it)."""
+    """The first epoch of highest val/acc: its val/acc, number and test/acc (as the trial's
+    ``tuning.best.BestEpoch`` keeps them). The test accuracy is the last record's
+    ``best/test_acc`` when it is that epoch's (trials measure it where they may end), else
+    the epoch's own ``test/acc`` if it was measured then (records of older searches)."""
     if METRIC not in hist or hist[METRIC].isna().all():
         return {"best_val_acc": None, "best_test_acc": None, "best_epoch": None}
-    row = hist.loc[hist[METRIC].idxmax()]
-    return {"best_val_acc": float(row[METRIC]), "best_test_acc": _float(row.get(TEST_METRIC)),
-            "best_epoch": int(row[TIME_ATTR])}
+    row, last = hist.loc[hist[METRIC].idxmax()], hist.iloc[-1]
+    epoch = int(row[TIME_ATTR])
+    test = _float(last.get(BEST_TEST)) if _float(last.get(BEST_EPOCH)) == epoch else None
+    if test is None and _float(row.get(TEST_EPOCH, epoch - 1)) == epoch - 1:
+        test = _float(row.get(TEST_METRIC))
+    return {"best_val_acc": float(row[METRIC]), "best_test_acc": test, "best_epoch": epoch}
 
 
 def _float(v: object) -> float | None:
