@@ -108,7 +108,8 @@ def trainable(plan: SearchPlan) -> Any:
     """The trial function with the search's constants bound (same on restore)."""
     meta = {"tracking_uri": plan.tracking_uri, "experiment_id": plan.experiment_id,
             "parent_run_id": plan.parent_run_id, "search": plan.name, "git_commit": plan.git_commit,
-            "cpus": plan.cpus_per_trial, "data_checksum": plan.data_checksum}
+            "cpus": plan.cpus_per_trial, "data_checksum": plan.data_checksum,
+            "data_checksum_of": plan.data_checksum_of}
     if plan.workers_per_trial > 1:  # the trial drives a Ray Train run whose workers hold the resources
         from tuning.ddp import train_trial_ddp
         meta |= {"workers": plan.workers_per_trial, "gpus": plan.gpus_per_trial, "check_sync": plan.check_sync,
