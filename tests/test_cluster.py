@@ -27,7 +27,8 @@ import clusterkit as K
 import pytest
 from test_search import SEARCH, common, write_tiny
 
-from spmi.data import DataError, load_dataset
+import datagen
+from spmi.data import DataError, files_checksum
 from tuning import search
 from tuning.storage import open_storage
 
@@ -340,13 +341,13 @@ def test_trial_dataset_checked_and_fetched_on_its_node(tiny, tmp_path: Path) -> 
 
     from spmi.config import TrainConfig
     from tuning.nodedata import node_dataset
-    checksum = load_dataset("fmnist", tiny["data"], verify=False).checksum
-    cfg = TrainConfig(dataset="fmnist", data_root=str(tiny["data"]))
+    checksum = files_checksum(datagen.md5_table(tiny["data"]))  # --no-verify-data: the driver's files
+    cfg = TrainConfig(dataset="fmnist", data_root=str(tiny["data"]), verify_data=False)
     assert node_dataset(cfg, checksum).checksum == checksum
     with pytest.raises(DataError, match=f"node {socket.gethostname()}: .* is not the data the search was started"):
         node_dataset(cfg, "0" * 16)
 
-    empty = TrainConfig(dataset="fmnist", data_root=str(tmp_path / "absent"))
+    empty = TrainConfig(dataset="fmnist", data_root=str(tmp_path / "absent"), verify_data=False)
     fetched = []
 
     def fetch(c: TrainConfig) -> str:  # stands in for `python -m spmi.data.fetch`
@@ -354,7 +355,7 @@ def test_trial_dataset_checked_and_fetched_on_its_node(tiny, tmp_path: Path) -> 
         shutil.copytree(tiny["data"], c.data_root)
         return ""
     assert node_dataset(empty, checksum, fetch=fetch).checksum == checksum and fetched == [empty.data_root]
-    other = TrainConfig(dataset="fmnist", data_root=str(tmp_path / "other"))
+    other = TrainConfig(dataset="fmnist", data_root=str(tmp_path / "other"), verify_data=False)
     with pytest.raises(DataError, match=f"^node {socket.gethostname()}: Fashion-MNIST not found.*fetching it there "
                                         f"failed: no network"):
         node_dataset(other, checksum, fetch=lambda c: "no network")

@@ -17,6 +17,7 @@ import torch
 from spmi.augment import POLICIES
 from spmi.data import DATASETS, DataError, default_root, get_info, load_dataset, register_dataset, sources, verify_files
 from spmi.data.registry import Debian
+from spmi.data.sources import spec_checksum
 from spmi.methods import get_method
 from spmi.models import list_models
 from tests import datagen
@@ -128,7 +129,7 @@ def test_fetch_cli_verifies_each_dataset(monkeypatch, tmp_path, capsys, name):
         info, source=dataclasses.replace(info.source, md5=datagen.md5_table(folder))))
     assert fetch.main([name, "--data-root", str(tmp_path)]) == 0
     assert capsys.readouterr().out.startswith(f"{name}: {len(expected[1])} training and 2 test images verified in "
-                                              f"{tmp_path} (checksum ")
+                                              f"{tmp_path} (files checksum {spec_checksum(name)}")
 
 
 @pytest.mark.parametrize("name", list(DATASETS))

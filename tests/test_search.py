@@ -111,8 +111,12 @@ def searched(tiny: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) ->
             "parent": runs[runs["tags.role"] == "search"], "children": runs[runs["tags.role"] == "trial"]}
 
 
-def test_three_trial_search_end_to_end(searched: dict) -> None:
+def test_three_trial_search_end_to_end(searched: dict, tiny: dict[str, Path]) -> None:
     storage, stdout, runs, client = searched["storage"], searched["stdout"], searched["runs"], searched["client"]
+    from spmi.data import files_checksum
+    reference = files_checksum(datagen.md5_table(tiny["data"]))  # --no-verify-data: the driver's files
+    checksums = [set(searched[role]["tags.data_checksum"]) for role in ("parent", "children")]
+    assert checksums == [{reference}, {reference}]  # the trials' nodes checked theirs against it
     assert "best settings: lr=" in stdout and "report: " in stdout
     assert f"mlflow ui --backend-store-uri sqlite:///{storage}/mlflow.db --host 127.0.0.1" in stdout
     assert f"optuna-dashboard sqlite:///{storage}/optuna.db" in stdout

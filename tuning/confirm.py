@@ -105,7 +105,7 @@ def prepare(args: argparse.Namespace) -> tuple[GridPlan, P.SearchPlan, bool]:
     if args.max_concurrent is not None and args.max_concurrent < 1:
         raise ValueError(f"--max-concurrent {args.max_concurrent} must be >= 1")
     mlflow_log.check_store(search.tracking_uri)
-    P.check_data(search.base_config)
+    P.check_data(search.base_config, local=args.address is None)
     top = top_configurations(search, args.top)
     # test accuracy at the last epoch and of the best weights there (tuning.best), not every epoch
     base = {**search.base, "epochs": epochs, "device": "cuda" if gpus > 0 else "cpu", "eval_test": "end"}

@@ -139,12 +139,13 @@ def ddp_worker(loop: dict[str, Any]) -> None:
     else:
         cfg = dataclasses.replace(cfg, device="cpu")
     comm = DistComm()
-    data = node_dataset(cfg, meta.get("data_checksum", ""))
-    trainer = Trainer(cfg, data, comm=comm, sync_bn=True)
+    node = node_dataset(cfg, meta.get("data_checksum", ""), of=meta.get("data_checksum_of", "files"))
+    trainer = Trainer(cfg, node.data, comm=comm, sync_bn=True)
     run_id, best = load_checkpoint(trainer, ray.train.get_checkpoint())  # every rank loads it
     run = None
     if comm.rank == 0:
-        run = open_trial_run(trainer, loop["config"], meta, loop["trial_id"], loop["trial_name"], run_id)
+        run = open_trial_run(trainer, loop["config"], meta, loop["trial_id"], loop["trial_name"], run_id,
+                             data_checksum=node.checksum)
     if meta.get("check_sync"):
         trainer.callbacks.append(lambda metrics, t: assert_in_sync(t))
     pg = ray.util.get_current_placement_group()

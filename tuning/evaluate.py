@@ -5,7 +5,8 @@
     python tuning/evaluate.py runs:/<run id>/model --tracking-uri sqlite:///$PWD/hpo_results/mlflow.db
 
 The model takes uint8 images; its metadata names the dataset, whose test split is read
-from ``--data-root`` (default: where the search read it).
+from ``--data-root`` (default: where the search read it). Nothing is unpickled: the model's
+pt2 archive is checked to hold none, and a model logged as a pickle is refused.
 """
 
 from __future__ import annotations
@@ -24,24 +25,21 @@ os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
 
 def evaluate(model_uri: str, tracking_uri: str, data_root: str | None = None, device: str = "cpu",
              batch_size: int | None = None, verify: bool | None = None) -> dict:
-    """``{"accuracy", "correct", "total", "recorded", "metadata"}`` of ``model_uri`` on its test split."""
-    import mlflow
+    """``{"accuracy", "correct", "total", "recorded", "metadata"}`` of ``model_uri`` on its
+    test split; the model is read without unpickling (``tuning.publish.load_published``)."""
     import torch
 
     from spmi.data import load_dataset
     from spmi.evaluate import count_correct
-    from tuning.mlflow_log import using
-    with using(tracking_uri):
-        meta = mlflow.models.get_model_info(model_uri).metadata or {}
-        if "dataset" not in meta:
-            raise ValueError(f"{model_uri} is not a model published by tuning/search.py (no dataset in its metadata)")
-        model = mlflow.pytorch.load_model(model_uri, map_location=device).eval()
+    from tuning.publish import load_published
+    model, meta = load_published(model_uri, tracking_uri, device)
     verify = meta.get("verify_data", True) if verify is None else verify
     data = load_dataset(meta["dataset"], data_root or meta["data_root"], verify=bool(verify))
     dev = torch.device(device)
     x, y = data.test_x.to(dev), data.test_y.to(dev)
-    correct = int(count_correct(model, x, y, lambda b: b, int(batch_size or meta.get("eval_batch_size", 1024)),
-                                contextlib.nullcontext))
+    with torch.no_grad():
+        correct = int(count_correct(model, x, y, lambda b: b, int(batch_size or meta.get("eval_batch_size", 1024)),
+                                    contextlib.nullcontext))
     return {"accuracy": correct / len(y), "correct": correct, "total": len(y), "recorded": meta.get("test_acc"),
             "metadata": meta}
 

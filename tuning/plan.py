@@ -19,7 +19,16 @@ from typing import Any
 import yaml
 
 from spmi.config import TrainConfig, resolve
-from spmi.data import check_split_args, default_root, get_info, load_dataset
+from spmi.data import (
+    DataError,
+    check_split_args,
+    default_root,
+    file_md5s,
+    files_checksum,
+    get_info,
+    load_dataset,
+    spec_checksum,
+)
 from spmi.methods import get_method
 from spmi.options import meta
 from tuning import mlflow_log, optuna_study
@@ -58,7 +67,8 @@ class SearchPlan:
     metric: str = S.METRIC
     mode: str = S.MODE
     git_commit: str = "unknown"
-    data_checksum: str = ""
+    data_checksum: str = ""      # the data's reference: a files checksum (tuning.plan.check_data)
+    data_checksum_of: str = "arrays"  # "files"; a search started before the files checksum: the decoded arrays
     optuna_storage: str = ""     # RDB URL of the Optuna study (named like the search)
     tpe: dict[str, Any] = field(default_factory=dict)  # TPESampler arguments, kept across resume
     warm_start: str | None = None  # the study whose evaluated trials seeded this one
@@ -186,11 +196,43 @@ def parse_sets(items: list[str], method: str, space: SearchSpace) -> dict[str, A
     return out
 
 
-def check_data(cfg: TrainConfig) -> str:
-    """Locate and load the dataset (DataError when absent), check the split; its checksum."""
-    data = load_dataset(cfg.dataset, cfg.data_root, download=cfg.download, verify=cfg.verify_data)
+def check_data(cfg: TrainConfig, local: bool = True) -> str:
+    """The data's reference, a files checksum (``spmi.data.files_checksum``) that every
+    trial's node checks its copy against, after the checks this machine can make.
+
+    With the files MD5-checked against the dataset's spec (``verify_data``) the reference
+    is the spec's: a cluster driver (``local`` False) reads no data and checks the split
+    against the spec's sizes, while a local one locates, checks and decodes the dataset
+    first (DataError saying how to fix it, before Ray starts). With ``--no-verify-data``
+    the files are not the spec's, so the driver's own files are the reference."""
+    if cfg.verify_data and not local:
+        info = get_info(cfg.dataset)
+        check_split_args(info.train_size, info.num_classes, cfg.labelled, cfg.partial_rate, cfg.val_size)
+        return spec_checksum(cfg.dataset)
+    try:
+        data = load_dataset(cfg.dataset, cfg.data_root, download=cfg.download, verify=cfg.verify_data)
+    except DataError as err:
+        if local:
+            raise
+        raise DataError(f"{err}; with --no-verify-data the driver's copy is the reference the nodes' files must "
+                        f"equal: start the search where the files are, or drop --no-verify-data (the spec's MD5 "
+                        f"sums are the reference then)") from None
     check_split_args(len(data.train_y), data.info.num_classes, cfg.labelled, cfg.partial_rate, cfg.val_size)
-    return data.checksum
+    if cfg.verify_data:
+        return spec_checksum(cfg.dataset)
+    return files_checksum(file_md5s(cfg.dataset, cfg.data_root, verify=False))
+
+
+def search_data_root(dataset: str, given: str | None, local: bool) -> str:
+    """The search's absolute ``data_root``: ``given``, else the dataset's default folder;
+    on a cluster that of its Debian package where it has one (the nodes' place for it,
+    whether or not the driver has it)."""
+    if given:
+        return str(Path(given).expanduser().resolve())
+    debian = get_info(dataset).source.debian
+    if not local and debian is not None:
+        return str(debian.folder)
+    return str(default_root(dataset).resolve())
 
 
 def check_writable(storage: Path) -> None:
@@ -271,8 +313,7 @@ def make_plan(args: Any, storage: Storage, name: str, tracking_uri: str) -> tupl
     check_resources(cpus, gpus, local=args.address is None, workers=workers)
     values |= {"dataset": args.dataset, "method": args.method, "epochs": max_epochs,
                "device": "cuda" if gpus > 0 else "cpu", "progress": False, "out": None}
-    root = values.get("data_root")
-    values["data_root"] = str(Path(root).expanduser().resolve() if root else default_root(args.dataset).resolve())
+    values["data_root"] = search_data_root(args.dataset, values.get("data_root"), local=args.address is None)
     if values.get("val_size", TrainConfig.val_size) <= 0:
         raise ValueError("--val-size must be > 0: the search optimises validation accuracy (val/acc) on a "
                          "held-out split and never test accuracy")
@@ -291,7 +332,7 @@ def make_plan(args: Any, storage: Storage, name: str, tracking_uri: str) -> tupl
     max_conc = args.max_concurrent if workers > 1 else pick("max_concurrent", None)
     if max_conc is not None and int(max_conc) < 1:
         raise ValueError(f"--max-concurrent {max_conc} must be >= 1")
-    checksum = check_data(cfg)
+    checksum = check_data(cfg, local=args.address is None)
     mlflow_log.check_store(tracking_uri)
     optuna_url = getattr(args, "optuna_storage", None) or optuna_study.default_storage(storage.root)
     study_attrs = {"method": args.method, "dataset": args.dataset, "metric": S.METRIC, "mode": S.MODE,
@@ -309,6 +350,7 @@ def make_plan(args: Any, storage: Storage, name: str, tracking_uri: str) -> tupl
         max_concurrent=None if max_conc is None else int(max_conc), tracking_uri=tracking_uri,
         base=cfg.to_dict(), preset=args.preset, workers_per_trial=workers,
         check_sync=bool(getattr(args, "check_sync", False)), git_commit=git_commit(), data_checksum=checksum,
+        data_checksum_of="files",
         optuna_storage=optuna_url, warm_start=warm or None,
         tpe=optuna_study.tpe_settings(num_samples, None if max_conc is None else int(max_conc), int(args.seed)))
     plan.__dict__["base_config"] = cfg  # the resolved base (what ``base_config`` would resolve again)

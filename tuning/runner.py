@@ -110,7 +110,8 @@ def trial_meta(plan: SearchPlan) -> dict[str, Any]:
     accuracy (``tuning.best.BestTestSchedule``)."""
     return {"tracking_uri": plan.tracking_uri, "experiment_id": plan.experiment_id,
             "parent_run_id": plan.parent_run_id, "search": plan.name, "git_commit": plan.git_commit,
-            "cpus": plan.cpus_per_trial, "data_checksum": plan.data_checksum, best.META_KEY: asha_of(plan).rungs()}
+            "cpus": plan.cpus_per_trial, "data_checksum": plan.data_checksum,
+            "data_checksum_of": plan.data_checksum_of, best.META_KEY: asha_of(plan).rungs()}
 
 
 def trainable(plan: SearchPlan) -> Any:

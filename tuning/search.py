@@ -50,10 +50,12 @@ def build_parser() -> argparse.ArgumentParser:
     data = p.add_argument_group("data (defaults: the paper's settings of the dataset)")
     data.add_argument("--labelled", type=int, help="partially labelled images l")
     data.add_argument("--partial-rate", type=float, help="flipping probability p")
-    data.add_argument("--data-root", help="folder of the dataset files")
+    data.add_argument("--data-root", help="folder of the dataset files (with --address: that folder on every node)")
     data.add_argument("--val-size", type=int, help="held-out validation images (> 0; default 5000)")
     data.add_argument("--unlabelled-size", type=int, help="use a random subset of this many unlabelled images")
-    data.add_argument("--no-verify-data", action="store_true", help="skip the MD5 check of the dataset files")
+    data.add_argument("--no-verify-data", action="store_true",
+                      help="skip the MD5 check of the dataset files against the dataset's spec; the driver's files "
+                           "are then the reference every node's must equal")
     data.add_argument("--set", action="append", metavar="NAME=VALUE",
                       help="a constant of every trial: a TrainConfig field or method option (repeatable)")
     s = p.add_argument_group("search")
@@ -140,7 +142,7 @@ def prepare(args: argparse.Namespace) -> tuple[P.SearchPlan, bool]:
         plan.space()
         P.check_resources(plan.cpus_per_trial, plan.gpus_per_trial, local=args.address is None,
                           workers=plan.workers_per_trial)
-        P.check_data(plan.base_config)
+        P.check_data(plan.base_config, local=args.address is None)
         mlflow_log.check_store(plan.tracking_uri)
         mlflow_log.check_search_records(plan.tracking_uri, plan.experiment_id, plan.parent_run_id, plan.name)
         return plan, True

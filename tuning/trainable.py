@@ -76,11 +76,11 @@ def train_trial(config: dict[str, Any], base: dict[str, Any], meta: dict[str, An
         return
     torch.set_num_threads(max(1, int(meta["cpus"])))
     cfg = trial_config(config, base)
-    data = node_dataset(cfg, meta.get("data_checksum", ""))
-    trainer = Trainer(cfg, data)
+    node = node_dataset(cfg, meta.get("data_checksum", ""), of=meta.get("data_checksum_of", "files"))
+    trainer = Trainer(cfg, node.data)
     run_id, best = _restore(trainer)
     run = open_trial_run(trainer, config, meta, ctx.get_trial_id(), ctx.get_trial_name(), run_id,
-                         spool=Path(trial_dir) / mlflow_log.SPOOL_FILE)
+                         spool=Path(trial_dir) / mlflow_log.SPOOL_FILE, data_checksum=node.checksum)
     trainer.callbacks.append(_Reporter(run, best, BestTestSchedule.of(meta, cfg.epochs, trainer.epoch)))
     monitor = mlflow_log.start_system_metrics(meta["tracking_uri"], run.run_id, resume=not run.new)
     try:
@@ -136,18 +136,22 @@ def report_if_completed(meta: dict[str, Any], trial_id: str) -> bool:
 
 
 def open_trial_run(trainer: Trainer, config: dict[str, Any], meta: dict[str, Any], trial_id: str,
-                   trial_name: str, run_id: str | None, spool: Path | None = None) -> mlflow_log.TrialRun:
+                   trial_name: str, run_id: str | None, spool: Path | None = None,
+                   data_checksum: str = "") -> mlflow_log.TrialRun:
     """The trial's MLflow run: ``run_id`` (from the checkpoint) or the trial's run continued,
-    else a new one with every param; a resumption is recorded as ``resumed_from_epoch``."""
+    else a new one with every param; a resumption is recorded as ``resumed_from_epoch``.
+    ``data_checksum``: the dataset's on this node (``tuning.nodedata``; default: the
+    trainer's data's)."""
     cfg, uri = trainer.cfg, meta["tracking_uri"]
+    data_checksum = data_checksum or trainer.data.checksum
     tags = {"role": meta.get("role", "trial"), "dataset": cfg.dataset, "method": cfg.method, "trial_name": trial_name,
-            "search": meta["search"], "git_commit": meta["git_commit"], "data_checksum": trainer.data.checksum,
+            "search": meta["search"], "git_commit": meta["git_commit"], "data_checksum": data_checksum,
             "searched": ",".join(config), mlflow_log.PARENT_TAG: meta["parent_run_id"],
             **mlflow_log.standard_tags(meta["git_commit"]), **meta.get("tags", {})}
     run = mlflow_log.TrialRun.open(uri, meta["experiment_id"], trial_id, trial_name, tags, run_id=run_id, spool=spool)
     if run.new:
         mlflow_log.log_params(uri, run.run_id, all_params(cfg))
-        mlflow_log.log_dataset(uri, run.run_id, cfg.dataset, trainer.data.checksum, cfg.data_root, split_profile(cfg))
+        mlflow_log.log_dataset(uri, run.run_id, cfg.dataset, data_checksum, cfg.data_root, split_profile(cfg))
     mlflow_log.set_tags(uri, run.run_id, node_tags())  # where it (last) ran
     if trainer.epoch > 0:
         run.log_metric("resumed_from_epoch", trainer.epoch, step=trainer.epoch)

@@ -3,7 +3,7 @@ and the SSPLL split."""
 
 from .formats import verify_files
 from .registry import DATASETS, DataError, DatasetInfo, get_info, register_dataset
-from .sources import ImageData, default_root, load_dataset
+from .sources import ImageData, dataset_folder, default_root, file_md5s, files_checksum, load_dataset, spec_checksum
 from .split import SSPLLSplit, check_split_args, make_split, uniform_partial_labels
 
 __all__ = [
@@ -13,11 +13,15 @@ __all__ = [
     "ImageData",
     "SSPLLSplit",
     "check_split_args",
+    "dataset_folder",
     "default_root",
+    "file_md5s",
+    "files_checksum",
     "get_info",
     "load_dataset",
     "make_split",
     "register_dataset",
+    "spec_checksum",
     "uniform_partial_labels",
     "verify_files",
 ]

@@ -10,7 +10,7 @@ import argparse
 import sys
 
 from spmi.data.registry import DATASETS, DataError
-from spmi.data.sources import default_root, load_dataset
+from spmi.data.sources import default_root, load_dataset, spec_checksum
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -25,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     root = args.data_root or default_root(args.dataset)
     print(f"{args.dataset}: {len(data.train_y)} training and {len(data.test_y)} test images verified "
-          f"in {root} (checksum {data.checksum})")
+          f"in {root} (files checksum {spec_checksum(args.dataset)}: a search's data_checksum)")
     return 0
 
 

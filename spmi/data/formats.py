@@ -50,20 +50,22 @@ def md5_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def verify_files(folder: str | Path, table: dict[str, str]) -> None:
-    """Check each ``name -> md5`` of ``table`` against the file in ``folder`` (or ``name.gz``).
+def verify_files(folder: str | Path, table: dict[str, str]) -> dict[str, str]:
+    """Check each ``name -> md5`` of ``table`` against the file in ``folder`` (or ``name.gz``);
+    the MD5 sums found (equal to ``table``'s, lower case).
 
     A ``.gz`` file is compared through its decompressed bytes. Raises DataError naming the
     first missing or mismatching file.
     """
-    folder = Path(folder)
+    folder, found = Path(folder), {}
     for name, expected in table.items():
         path = resolve(folder, name)
         if path is None:
             raise DataError(f"missing file {folder / name}; re-download the dataset (--download)")
-        got = md5_file(path)
+        found[name] = got = md5_file(path)
         if got != expected.lower():
             raise DataError(f"checksum mismatch for {path} (md5 {got}, expected {expected}); {_REFETCH}")
+    return found
 
 
 # ---------------------------------------------------------------- idx (MNIST family)

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .formats import Arrays, verify_files
+from .formats import Arrays, md5_file, verify_files
 from .registry import DataError, DatasetInfo, Debian, get_info
 
 
@@ -127,6 +127,42 @@ def _locate(info: DatasetInfo, root: Path, given: bool, download: bool, install:
     if folder is None:
         raise DataError(_missing(info, root))
     return folder
+
+
+def dataset_folder(name: str, root: str | Path | None = None) -> Path:
+    """The folder under ``root`` (default: the dataset's default folder) that holds dataset
+    ``name``'s files; DataError saying how to obtain them otherwise. Nothing is fetched."""
+    info = get_info(name)
+    given = root is not None
+    return _locate(info, Path(root).expanduser() if given else default_root(name), given, download=False)
+
+
+# ---------------------------------------------------------------- files checksum
+
+
+def files_checksum(table: dict[str, str]) -> str:
+    """16 hex digits of SHA-256 over the sorted ``name md5`` lines of ``table`` (file ->
+    MD5): one value for a dataset's files, equal for two copies when every file's MD5 is."""
+    lines = "".join(f"{name} {md5.lower()}\n" for name, md5 in sorted(table.items()))
+    return hashlib.sha256(lines.encode()).hexdigest()[:16]
+
+
+def spec_checksum(name: str) -> str:
+    """The files checksum of dataset ``name``'s spec (its MD5 table): what files that pass
+    the MD5 check give; no file is read."""
+    return files_checksum(get_info(name).source.md5)
+
+
+def file_md5s(name: str, root: str | Path | None = None, verify: bool = True) -> dict[str, str]:
+    """MD5 of each file of dataset ``name`` under ``root`` (of the decompressed bytes of a
+    ``.gz``): the spec's table when ``verify``, which checks them against it (DataError
+    naming the first file that differs). Nothing is fetched or decoded."""
+    info = get_info(name)
+    folder = dataset_folder(name, root)
+    if verify:
+        return verify_files(folder, info.source.md5)
+    fmt = info.source.format
+    return {n: md5_file(fmt.locate(folder, n)) for n in fmt.files()}  # type: ignore[arg-type]  (located above)
 
 
 # ---------------------------------------------------------------- assembling
