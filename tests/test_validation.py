@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from golden.gen_default_run import (
     FLAGS,
     SPLITS,
@@ -23,6 +24,7 @@ from golden.gen_default_run import (
 from datagen import write_idx_fmnist
 from spmi.config import TrainConfig, resolve
 from spmi.data import check_split_args, load_dataset, make_split
+from spmi.options import coerce
 from spmi.records import read_jsonl
 from spmi.train import main
 from spmi.trainer import Trainer, validation_sets
@@ -206,6 +208,14 @@ def test_resolve_refuses_a_carve_as_large_as_the_labelled_set():
     with pytest.raises(ValueError, match="--val-from-labelled 4000 must be smaller than --labelled 4000"):
         resolve({"dataset": "fmnist", "val_from_labelled": 4000})
     assert resolve({"dataset": "fmnist", "val_from_labelled": 100, "val_labels": "partial"}).val_from_labelled == 100
+
+
+def test_yaml_true_is_the_word_for_val_labels():
+    """`--set val_labels=true` and a space file's `val_labels: true` reach the field as YAML booleans."""
+    assert coerce(TrainConfig, "val_labels", yaml.safe_load("true")) == "true"
+    assert resolve({"dataset": "fmnist", "val_labels": True}).val_labels == "true"
+    with pytest.raises(ValueError, match="val_labels='false' is not valid; choose one of: true, partial"):
+        resolve({"dataset": "fmnist", "val_labels": False})
 
 
 # ------------------------------------------------------------------ the trainer
