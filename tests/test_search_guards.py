@@ -111,7 +111,9 @@ def test_validation_flags_reach_the_trials(tiny, tmp_path, capsys, no_ray) -> No
     assert "--val-from-labelled 20 must be smaller than --labelled 20" in one_line(
         [*argv[:-1], "bad", "--val-from-labelled", "20"], capsys)
     assert "--val-labels partial gives the held-out validation images" in one_line(
-        [*argv[:-1], "bad", "--val-labels", "partial", "--val-size", "0"], capsys)
+        [*argv[:-1], "bad", "--val-labels", "partial", "--val-size", "0", "--val-from-labelled", "10"], capsys)
+    assert "--val-size must be > 0 (or --val-from-labelled K > 0)" in one_line([*argv[:-1], "bad", "--val-size", "0"],
+                                                                               capsys)
     assert len(no_ray) == 2
 
 
