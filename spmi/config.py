@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from spmi.augment import POLICIES
+from spmi.data import VAL_LABELS, check_validation_args
 from spmi.data.registry import get_info
-from spmi.data.split import VAL_LABELS, check_validation_args
 from spmi.methods import get_method
 from spmi.models import list_models
 from spmi.options import build, check_fields, option

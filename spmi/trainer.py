@@ -210,8 +210,8 @@ class Trainer:
         names = (f"{prefix}/acc", f"{prefix}/covering_rate", f"{prefix}/approx_acc")
         if n == 0:
             return dict.fromkeys(names, float("nan"))
-        idx, shard = self.comm.shard(images.idx), self.comm.shard
-        sums = score_sums(model, self.train_x[idx], self.train_y[idx], shard(images.candidates),
+        idx = self.comm.shard(images.idx)
+        sums = score_sums(model, self.train_x[idx], self.train_y[idx], self.comm.shard(images.candidates),
                           lambda b: self._layout(self.augmenter.plain(b)), self.cfg.eval_batch_size, self.autocast)
         correct, cover, approx = self.comm.all_reduce_sum(sums).tolist()
         return {names[0]: int(correct) / n, names[1]: cover / n, names[2]: approx / n}
