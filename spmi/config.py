@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from spmi.augment import POLICIES
+from spmi.data import VAL_LABELS, check_validation_args
 from spmi.data.registry import get_info
 from spmi.methods import get_method
 from spmi.models import list_models
@@ -41,6 +42,12 @@ class TrainConfig:
                                             "hierarchical (CIFAR-100: only labels of the true label's superclass, "
                                             "each w.p. p)", choices=("uniform", "hierarchical"))
     val_size: int = option(5000, "images held out of training for validation (0: paper protocol)", min=0)
+    val_labels: str = option("true", "labels of the held-out validation images: true (their true labels) or partial "
+                                     "(candidate sets drawn like the training data's, rate p)", choices=VAL_LABELS)
+    val_from_labelled: int = option(0, "validation images K carved from the l labelled ones with their candidate "
+                                       "sets (K/c per class); the method trains on the other l - K. The carved "
+                                       "images are the val/* set; held-out ones (--val-size) are then logged as "
+                                       "holdout/*, for measurement only", min=0)
     include_labelled: bool = option(True, "the unlabelled set includes the labelled images (authors' protocol)")
     unlabelled_size: int | None = option(None, "use a seeded random subset of this many unlabelled images", min=1)
     # model and method
@@ -148,7 +155,7 @@ def resolve(flat: dict[str, Any] | None = None, base: TrainConfig | None = None)
 def check_config(cfg: TrainConfig) -> None:
     """Everything checkable without data or devices, in place: each field's type and limits,
     the method's options (built into its Options instance: ``cfg.options``), the model, the
-    partial-label scheme, l a multiple of the classes. One ValueError/DataError each."""
+    partial-label scheme, l a multiple of the classes, the validation options. One ValueError/DataError each."""
     check_fields(cfg, skip=("options",))
     info = get_info(cfg.dataset)
     cfg.options = build(get_method(cfg.method).Options, option_values(cfg.options), cfg.method,
@@ -159,6 +166,7 @@ def check_config(cfg: TrainConfig) -> None:
     if cfg.labelled % info.num_classes:
         raise ValueError(f"--labelled {cfg.labelled} must be a positive multiple of the "
                          f"{info.num_classes} classes of {cfg.dataset}")
+    check_validation_args(info.num_classes, cfg.labelled, cfg.val_size, cfg.val_from_labelled, cfg.val_labels)
 
 
 def superclass_table(cfg: TrainConfig) -> tuple[int, ...] | None:

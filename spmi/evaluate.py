@@ -1,4 +1,5 @@
-"""Batched inference: how many images of a labelled tensor a model classifies right."""
+"""Batched inference: how many images of a labelled tensor a model classifies right, and
+the partial-label validation criteria (``spmi.metrics``) in the same pass."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ from contextlib import AbstractContextManager
 
 import torch
 from torch import Tensor, nn
+
+from spmi import metrics
 
 
 @torch.inference_mode()
@@ -25,3 +28,25 @@ def count_correct(model: nn.Module, images: Tensor, labels: Tensor, prepare: Cal
     model.train(was_training)
     return correct
 
+
+
+@torch.inference_mode()
+def score_sums(model: nn.Module, images: Tensor, labels: Tensor, candidates: Tensor,
+               prepare: Callable[[Tensor], Tensor], batch_size: int,
+               autocast: Callable[[], AbstractContextManager]) -> Tensor:
+    """One pass over ``images``: float64 [3], the sums over the images of correct, cov and
+    apx (``spmi.metrics``; ``candidates`` bool [N, c], the images' candidate sets)."""
+    was_training = model.training
+    model.eval()
+    sums = torch.zeros(3, dtype=torch.float64, device=images.device)
+    for start in range(0, len(images), batch_size):
+        x = prepare(images[start:start + batch_size])
+        with autocast():
+            logits = model(x)
+        pred = logits.argmax(dim=1)
+        cand = candidates[start:start + batch_size]
+        sums += torch.stack([(pred == labels[start:start + batch_size]).sum().double(),
+                             metrics.covered(pred, cand).sum().double(),
+                             metrics.approximated(logits, pred, cand).double().sum()])
+    model.train(was_training)
+    return sums

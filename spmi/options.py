@@ -128,11 +128,14 @@ def check_value(name: str, value: Any, meta: typing.Mapping[str, Any]) -> None:
 
 def to_type(name: str, ftype: FieldType, value: Any, numbers_as_given: bool = False) -> Any:
     """``value`` as the field's type (a number written like ``5e-4``, a string to YAML 1.1,
-    is read for a float field; an int becomes a float unless ``numbers_as_given``, which
+    is read for a float field, and YAML's true/false for a string field as those words,
+    e.g. ``--set val_labels=true``; an int becomes a float unless ``numbers_as_given``, which
     keeps it as error messages show it); ValueError otherwise."""
     tp, given = ftype.type, value
     if value is None and ftype.optional:
         return None
+    if tp is str and isinstance(value, bool):  # YAML 1.1 reads the words true/false as booleans
+        value = given = str(value).lower()
     if tp is float and isinstance(value, str):
         with contextlib.suppress(ValueError):
             value = float(value)

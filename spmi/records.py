@@ -68,7 +68,8 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
 
 def summary_line(m: dict[str, Any], epochs: int) -> str:
     parts = [f"epoch {m['epoch'] + 1}/{epochs}", f"lr {m['lr']:.4f}", f"loss {m.get('loss/total', float('nan')):.4f}"]
-    for key, label in (("val/acc", "val"), ("test/acc", "test")):
+    for key, label in (("val/acc", "val"), ("val/approx_acc", "apx"), ("holdout/acc", "holdout"),
+                       ("test/acc", "test")):
         if key in m:
             parts.append(f"{label} {m[key]:.4f}")
     for key, label in (("cand/lab_size", "|S_l|"), ("cand/lab_coverage", "cov_l"),

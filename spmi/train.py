@@ -157,7 +157,8 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError("--allow-schedule-change applies only with --resume")
         check_out(cfg.out, args.resume, args.overwrite)
         data = load_dataset(cfg.dataset, cfg.data_root, download=cfg.download, verify=cfg.verify_data)
-        check_split_args(len(data.train_y), data.info.num_classes, cfg.labelled, cfg.partial_rate, cfg.val_size)
+        check_split_args(len(data.train_y), data.info.num_classes, cfg.labelled, cfg.partial_rate, cfg.val_size,
+                         cfg.val_from_labelled, cfg.val_labels)
         if cfg.out:
             prepare_out(cfg.out, args.overwrite)
     except (ValueError, DataError) as err:
@@ -204,8 +205,9 @@ def run(comm: Comm, cfg: TrainConfig, data: Any, resume: bool, allow_schedule_ch
             trainer.callbacks.append(JsonlWriter(Path(cfg.out) / RECORDS_NAME, start_epoch=trainer.epoch))
         trainer.callbacks.append(lambda m, t: print(summary_line(m, cfg.epochs), flush=True))
         workers = f" workers={comm.world_size}" if comm.world_size > 1 else ""
+        sets = " ".join(f"{name}={len(images.idx)}" for name, images in trainer.eval_sets.items())
         print(f"{cfg.method} on {cfg.dataset}: l={cfg.labelled} p={cfg.partial_rate} "
-              f"N_u={len(trainer.unl_idx)} val={len(trainer.val_idx)} device={trainer.device}{workers} "
+              f"N_u={len(trainer.unl_idx)} {sets} device={trainer.device}{workers} "
               f"steps/epoch={trainer.steps_per_epoch} start epoch={trainer.epoch}", flush=True)
     try:
         trainer.fit()

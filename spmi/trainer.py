@@ -20,6 +20,7 @@ import time
 import warnings
 import zipfile
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,7 @@ from spmi.config import TrainConfig, resolved, superclass_table
 from spmi.data import ImageData, SSPLLSplit, make_split
 from spmi.device import resolve_device
 from spmi.distributed import distribute_model
-from spmi.evaluate import count_correct
+from spmi.evaluate import count_correct, score_sums
 from spmi.methods import get_method
 from spmi.methods.base import Batch, MethodContext
 from spmi.models import create_model
@@ -67,6 +68,25 @@ def subsample_unlabelled(split: SSPLLSplit, size: int | None, seed: int) -> SSPL
     return dataclasses.replace(split, unlabelled_idx=split.unlabelled_idx[keep])
 
 
+@dataclass(frozen=True)
+class EvalSet:
+    """Training-set images evaluated every epoch, and their candidate sets (bool [n, c])."""
+
+    idx: Tensor
+    candidates: Tensor
+
+
+def validation_sets(split: SSPLLSplit) -> dict[str, EvalSet]:
+    """The validation sets by metric prefix. ``val`` is the set a search selects on: the
+    images carved from the labelled budget when there are any, else the held-out ones.
+    With both, the held-out images are ``holdout`` (measurement only)."""
+    held = EvalSet(split.val_idx, split.val_candidates)
+    if len(split.carved_idx) == 0:
+        return {"val": held}
+    carved = EvalSet(split.carved_idx, split.carved_candidates)
+    return {"val": carved, "holdout": held} if len(split.val_idx) else {"val": carved}
+
+
 def superclasses(cfg: TrainConfig) -> Tensor | None:
     """Each class's superclass when the partial labels are hierarchical, else None."""
     table = superclass_table(cfg)
@@ -91,7 +111,8 @@ class Trainer:
 
         self.split = split or subsample_unlabelled(
             make_split(data.train_y, info.num_classes, cfg.labelled, cfg.partial_rate, cfg.val_size,
-                       cfg.seed, cfg.include_labelled, superclasses(cfg)), cfg.unlabelled_size, cfg.seed)
+                       cfg.seed, cfg.include_labelled, superclasses(cfg), cfg.val_from_labelled, cfg.val_labels),
+            cfg.unlabelled_size, cfg.seed)
         dev = self.device
         self.train_x = data.train_x.to(dev)
         self.train_y = data.train_y.to(dev)
@@ -99,6 +120,8 @@ class Trainer:
         self.lab_idx = self.split.labelled_idx.to(dev)
         self.unl_idx = self.split.unlabelled_idx.to(dev)
         self.val_idx = self.split.val_idx.to(dev)
+        self.eval_sets = {name: EvalSet(e.idx.to(dev), e.candidates.to(dev))
+                          for name, e in validation_sets(self.split).items()}
 
         torch.manual_seed(cfg.seed)
         self.model = create_model(cfg.model or info.model, info.num_classes, info.channels).to(dev)
@@ -180,10 +203,33 @@ class Trainer:
                                 self.cfg.eval_batch_size, self.autocast)
         return int(self.comm.all_reduce_sum(correct)) / len(y)
 
+    def _set_scores(self, model: torch.nn.Module, prefix: str, images: EvalSet) -> dict[str, float]:
+        """``prefix``/acc, /covering_rate and /approx_acc of one validation set, in one pass
+        (``spmi.metrics``); each rank scores its shard, the sums are summed; NaN when empty."""
+        n = len(images.idx)
+        names = (f"{prefix}/acc", f"{prefix}/covering_rate", f"{prefix}/approx_acc")
+        if n == 0:
+            return dict.fromkeys(names, float("nan"))
+        idx = self.comm.shard(images.idx)
+        sums = score_sums(model, self.train_x[idx], self.train_y[idx], self.comm.shard(images.candidates),
+                          lambda b: self._layout(self.augmenter.plain(b)), self.cfg.eval_batch_size, self.autocast)
+        correct, cover, approx = self.comm.all_reduce_sum(sums).tolist()
+        return {names[0]: int(correct) / n, names[1]: cover / n, names[2]: approx / n}
+
+    def validate(self, model: torch.nn.Module | None = None) -> dict[str, float]:
+        """The validation sets' metrics (``validation_sets``): val/acc (true labels: the
+        oracle), val/covering_rate and val/approx_acc (the candidate sets only); holdout/*
+        likewise when the held-out images are kept for measurement."""
+        model = model if model is not None else self.inference_model()
+        out: dict[str, float] = {}
+        for prefix, images in self.eval_sets.items():
+            out |= self._set_scores(model, prefix, images)
+        return out
+
     def evaluate(self, test: bool = True) -> dict[str, float]:
-        """val/acc, and test/acc when ``test``."""
+        """The validation metrics (``validate``), and test/acc when ``test``."""
         model = self.inference_model()
-        out = {"val/acc": self._accuracy(model, self.train_x[self.val_idx], self.train_y[self.val_idx])}
+        out = self.validate(model)
         if test:
             out["test/acc"] = self._accuracy(model, self.test_x, self.test_y)
         return out
@@ -207,7 +253,7 @@ class Trainer:
         test/acc is carried, and ``test/epoch`` names the epoch it was measured at."""
         mode = self.cfg.eval_test
         model = self.inference_model()
-        out = {"val/acc": self._accuracy(model, self.train_x[self.val_idx], self.train_y[self.val_idx])}
+        out = self.validate(model)
         new_best = out["val/acc"] > self.best_val  # NaN (no validation set) is never a best
         if new_best:
             self.best_val = out["val/acc"]
@@ -365,8 +411,12 @@ class Trainer:
 
     def _comparable(self, config: dict[str, Any]) -> dict[str, Any]:
         """A saved config with its method options' defaults filled in (as the resolved
-        current config has them), so that a flag which only restates a default is no change."""
+        current config has them), so that a flag which only restates a default is no change;
+        a field the checkpoint predates takes its default (defaults keep earlier behaviour)."""
         config = dict(config)
+        for f in dataclasses.fields(TrainConfig):  # a setting newer than the checkpoint: the run had its default
+            if f.name not in config and f.default is not dataclasses.MISSING:
+                config[f.name] = f.default
         try:
             opts = build(get_method(config.get("method", self.cfg.method)).Options, config.get("options", {}),
                          config.get("method", self.cfg.method))

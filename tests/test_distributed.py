@@ -209,6 +209,13 @@ def sc_kept_weights_test(comm, data):
             "unchanged": torch.equal(before, state_digest(t)[1])}
 
 
+def sc_partial_validation(comm, data):
+    """Both validation sets (10 carved, 40 held out with candidate sets) after an epoch."""
+    t = Trainer(config(val_from_labelled=10, val_labels="partial"), data, comm=comm)
+    metrics = strip(t.train_epoch())
+    return {"metrics": metrics, "validate": t.validate(), "model": copy.deepcopy(t.model.state_dict())}
+
+
 def scenarios(comm, root, folder):
     data = load_dataset("fmnist", root, verify=False)
     return {
@@ -223,6 +230,7 @@ def scenarios(comm, root, folder):
         "resume": sc_resume(comm, data, folder),
         "unsynced_bn": sc_unsynced_bn(comm, data),
         "kept_weights_test": sc_kept_weights_test(comm, data),
+        "partial_validation": sc_partial_validation(comm, data),
     }
 
 
@@ -358,6 +366,21 @@ def test_resume_under_ddp_is_bitwise(ranks):
     for r in each_rank(ranks, "resume"):
         assert r["same_metrics"] and r["same_state"]
         assert r["aug_ranks"].shape[0] == WORLD and not torch.equal(r["aug_ranks"][0], r["aug_ranks"][1])
+
+
+def test_partial_label_criteria_sum_over_ranks(ranks, data):
+    """Each rank scores its shard of each validation set; the sums make every rank's
+    metrics those of one process that evaluates the same network on the whole sets."""
+    a, b = each_rank(ranks, "partial_validation")
+    assert a["metrics"] == b["metrics"] and a["validate"] == b["validate"]
+    names = {f"{p}/{c}" for p in ("val", "holdout") for c in ("acc", "covering_rate", "approx_acc")}
+    assert names <= set(a["metrics"]) and names == set(a["validate"])
+    single = Trainer(config(val_from_labelled=10, val_labels="partial"), data)
+    single.model.load_state_dict(a["model"])
+    alone = single.validate()
+    for name in names:
+        assert a["validate"][name] == pytest.approx(alone[name], abs=1e-6), name
+    assert alone["holdout/covering_rate"] > alone["holdout/acc"] or alone["holdout/acc"] == 1.0
 
 
 def test_without_sync_bn_ranks_stay_identical(ranks):

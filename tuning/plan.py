@@ -296,7 +296,8 @@ def make_plan(args: Any, storage: Storage, name: str, tracking_uri: str) -> tupl
     # the dataset's paper settings (its registry entry) fill whatever the space, preset and CLI leave unset
     values: dict[str, Any] = {**space.settings, **space.fixed, **dict(preset.get("config", {}))}
     cli = {"labelled": args.labelled, "partial_rate": args.partial_rate, "data_root": args.data_root,
-           "val_size": args.val_size, "unlabelled_size": args.unlabelled_size}
+           "val_size": args.val_size, "unlabelled_size": args.unlabelled_size,
+           **{k: getattr(args, k, None) for k in ("val_labels", "val_from_labelled")}}
     values |= {k: v for k, v in cli.items() if v is not None}
     if args.no_verify_data:
         values["verify_data"] = False
@@ -314,9 +315,9 @@ def make_plan(args: Any, storage: Storage, name: str, tracking_uri: str) -> tupl
     values |= {"dataset": args.dataset, "method": args.method, "epochs": max_epochs,
                "device": "cuda" if gpus > 0 else "cpu", "progress": False, "out": None}
     values["data_root"] = search_data_root(args.dataset, values.get("data_root"), local=args.address is None)
-    if values.get("val_size", TrainConfig.val_size) <= 0:
-        raise ValueError("--val-size must be > 0: the search optimises validation accuracy (val/acc) on a "
-                         "held-out split and never test accuracy")
+    if values.get("val_size", TrainConfig.val_size) <= 0 and not values.get("val_from_labelled"):
+        raise ValueError("--val-size must be > 0 (or --val-from-labelled K > 0): the search optimises a validation "
+                         "metric on images it does not train on, never test accuracy")
     cfg = resolve(values)
     for point in space.points_to_evaluate():
         resolve({**point, "device": "cpu"}, cfg)  # each first trial's config (GPUs were checked above)

@@ -31,8 +31,10 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
+from spmi.config import TrainConfig  # noqa: E402
 from spmi.data import DATASETS, DataError  # noqa: E402
 from spmi.methods import list_methods  # noqa: E402
+from spmi.options import meta  # noqa: E402
 from tuning import mlflow_log  # noqa: E402
 from tuning import plan as P  # noqa: E402
 from tuning.lock import SearchLock  # noqa: E402
@@ -53,6 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--data-root", help="folder of the dataset files (with --address: that folder on every node)")
     data.add_argument("--val-size", type=int, help="held-out validation images (> 0; default 5000)")
     data.add_argument("--unlabelled-size", type=int, help="use a random subset of this many unlabelled images")
+    data.add_argument("--val-labels", choices=meta(TrainConfig, "val_labels")["choices"],
+                      help=meta(TrainConfig, "val_labels")["help"] + " (default true)")
+    data.add_argument("--val-from-labelled", type=int, metavar="K", help=meta(TrainConfig, "val_from_labelled")["help"])
     data.add_argument("--no-verify-data", action="store_true",
                       help="skip the MD5 check of the dataset files against the dataset's spec; the driver's files "
                            "are then the reference every node's must equal")

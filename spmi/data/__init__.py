@@ -4,7 +4,7 @@ and the SSPLL split."""
 from .formats import verify_files
 from .registry import DATASETS, DataError, DatasetInfo, get_info, register_dataset
 from .sources import ImageData, dataset_folder, default_root, file_md5s, files_checksum, load_dataset, spec_checksum
-from .split import SSPLLSplit, check_split_args, make_split, uniform_partial_labels
+from .split import VAL_LABELS, SSPLLSplit, check_split_args, check_validation_args, make_split, uniform_partial_labels
 
 __all__ = [
     "DATASETS",
@@ -12,7 +12,9 @@ __all__ = [
     "DatasetInfo",
     "ImageData",
     "SSPLLSplit",
+    "VAL_LABELS",
     "check_split_args",
+    "check_validation_args",
     "dataset_folder",
     "default_root",
     "file_md5s",
