@@ -303,6 +303,8 @@ def test_wide_resnet_channels_last_bf16_round_trip(tmp_path):
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     exp = mlflow_log.ensure_experiment(uri, "wrn", (tmp_path / "artifacts").as_uri())
     run_id = mlflow_log.client(uri).create_run(exp).info.run_id
+    with pytest.raises(ValueError, match="at least 2 example images"):  # one would fix the graph's batch size
+        publish.publish(uri, run_id, best, "spmi-cifar10", publish.example_images(best.network, 1), {})
     out = publish.publish(uri, run_id, best, "spmi-cifar10", publish.example_images(best.network), {})
     model, meta = publish.load_published(out["registered_uri"], uri)
     assert meta["network"]["channels_last"] and meta["test_acc"] == 0.25

@@ -99,6 +99,9 @@ def publish(uri: str, run_id: str, best: BestEpoch, name: str, example: np.ndarr
     model's URI, the registered version and ``models:/<name>@best``."""
     import mlflow
     from mlflow.models import infer_signature
+    if len(example) < EXAMPLE_IMAGES:
+        raise ValueError(f"publish: give at least {EXAMPLE_IMAGES} example images (torch.export fixes a batch of "
+                         f"{len(example)} in the graph)")
     model = Classifier.from_best(best)
     with torch.no_grad():
         out = model(torch.from_numpy(example)).numpy()

@@ -161,8 +161,8 @@ def file_md5s(name: str, root: str | Path | None = None, verify: bool = True) ->
     folder = dataset_folder(name, root)
     if verify:
         return verify_files(folder, info.source.md5)
-    fmt = info.source.format
-    return {n: md5_file(fmt.locate(folder, n)) for n in fmt.files()}  # type: ignore[arg-type]  (located above)
+    paths = {n: info.source.format.locate(folder, n) for n in info.source.format.files()}  # all there (found)
+    return {n: md5_file(path) for n, path in paths.items() if path is not None}
 
 
 # ---------------------------------------------------------------- assembling
