@@ -253,14 +253,16 @@ def test_best_model_is_registered_and_gives_its_recorded_test_accuracy(searched:
     assert float(version.tags["test_acc"]) == parent["metrics.best/test_acc"] == best_run["metrics.best/test_acc"]
     result = evaluate.evaluate("models:/spmi-fmnist@best", searched["uri"])
     assert result["accuracy"] == parent["metrics.best/test_acc"]
-    assert f"python tuning/evaluate.py models:/spmi-fmnist@best --tracking-uri {searched['uri']}" in searched["stdout"]
+    # the command as the search was started: python <its path>, so the evaluation's path beside it
+    evaluate_cli = SEARCH.with_name("evaluate.py")
+    assert f"python {evaluate_cli} models:/spmi-fmnist@best --tracking-uri {searched['uri']}" in searched["stdout"]
 
 
 def test_parent_run_carries_the_standard_record(searched: dict) -> None:
     parent, client = searched["parent"].iloc[0], searched["client"]
     assert parent["tags.mlflow.source.git.commit"] == parent["tags.git_commit"].removesuffix("-dirty")
     note = parent["tags.mlflow.note.content"]
-    assert "python tuning/search.py --dataset fmnist" in note and "--num-samples 3" in note and "tau:" in note
+    assert f"python {SEARCH} --dataset fmnist" in note and "--num-samples 3" in note and "tau:" in note
     run = client.get_run(parent["run_id"])
     (dataset,) = run.inputs.dataset_inputs
     assert dataset.dataset.name == "fmnist" and dataset.dataset.digest == parent["tags.data_checksum"]

@@ -71,6 +71,9 @@ def test_the_installed_wheel_searches_from_a_folder_outside_the_repository(insta
     where = done.stdout.split()
     assert all(Path(p).is_relative_to(target) for p in where), where  # the repository is not imported
     assert not Path(where[-1]).is_relative_to(REPO)
+    shown = subprocess.run([str(target / "bin" / "spmi-confirm"), "--help"], cwd=elsewhere, env=env,
+                           capture_output=True, text=True)
+    assert shown.returncode == 0 and shown.stdout.startswith("usage: spmi-confirm "), shown.stdout + shown.stderr
     # the shipped space's quick preset (warm-up up to 3 epochs), one trial of 4 epochs
     argv = [str(target / "bin" / "spmi-search"), "--dataset", "fmnist", "--preset", "quick", "--data-root", "data",
             "--no-verify-data", "--labelled", "20", "--val-size", "50", "--unlabelled-size", "100",
@@ -80,6 +83,7 @@ def test_the_installed_wheel_searches_from_a_folder_outside_the_repository(insta
     out = done.stdout + done.stderr
     assert done.returncode == 0, out[-3000:]
     assert "best settings: lr=" in out, out[-3000:]
+    assert "its test accuracy: spmi-evaluate models:/spmi-fmnist@best" in out  # named as the search was started
     assert (elsewhere / "hpo" / "wheel" / "report" / "report.md").is_file()
     space = (elsewhere / "hpo" / "wheel" / "space.yaml").read_text()
     assert f"{target / 'search_spaces' / 'spmi.yaml'} resolved for dataset fmnist" in space  # read from the install

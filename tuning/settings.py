@@ -29,6 +29,10 @@ PRESETS: dict[str, dict[str, object]] = {
     },
 }
 
+# the quick preset's cost, measured on Fashion-MNIST (docs/tuning.md, --preset quick: how): CPU time of
+# the driver, Ray and the trials, 938 s; at 2 trials at a time that is about 8 minutes on 2 idle cores
+QUICK_DEMO_TIME = "about 16 CPU-minutes, some 8 minutes on 2 idle cores"
+
 
 def spaces_dir() -> Path:
     """The folder of the shipped search spaces, wherever the package lies (a source checkout
