@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from spmi.cli_options import OneLineParser
+from spmi.cli_options import DefaultsFormatter, OneLineParser, invoked_as
 from spmi.records import read_jsonl
 from spmi.tables import markdown_table
 
@@ -79,7 +79,7 @@ def summary(runs: dict[str, list[dict[str, Any]]]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = OneLineParser(prog="python -m spmi.compare",
+    parser = OneLineParser(prog=invoked_as("spmi.compare", "python -m spmi.compare"), formatter_class=DefaultsFormatter,
                            description="Print the per-epoch metrics of training runs side by side.")
     parser.add_argument("runs", nargs="+", metavar="RUN_DIR", help="folders given to spmi.train --out")
     parser.add_argument("--metric", action="append", metavar="NAME",

@@ -30,7 +30,8 @@ AUGMENT_CHOICES = (*POLICIES, "none")
 class TrainConfig:
     # data
     dataset: str = option("fmnist", "dataset name", search_flag="--dataset")
-    data_root: str | None = option(None, "folder holding the dataset files (default: per dataset)", resume=True)
+    data_root: str | None = option(None, "folder holding the dataset files (default: the dataset's Debian "
+                                "package folder where installed, else ./data)", resume=True)
     download: bool = option(False, "let torchvision download a missing dataset", resume=True)
     verify_data: bool = option(True, "check the dataset files' MD5 sums", resume=True)
     labelled: int | None = option(None, "number of partially labelled images l (l/c per class) "

@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from spmi.cli_options import OneLineParser, add_dataclass_flags
+from spmi.cli_options import DefaultsFormatter, OneLineParser, add_dataclass_flags, invoked_as
 from spmi.comm import Comm
 from spmi.config import CONFIG_FIELDS, TrainConfig, resolve
 from spmi.data import DATASETS, DataError, check_split_args, load_dataset
@@ -39,10 +39,25 @@ EXIT_BAD_INPUT, EXIT_DIVERGED = 2, 3
 RECORDS_NAME = "metrics.jsonl"
 
 
+def dataset_option_defaults() -> dict[str, str]:
+    """Help text of the method options each dataset sets (T_w, unlabelled EMA), which take
+    the place of the options' own defaults: the most common value, then the exceptions."""
+    values: dict[str, dict[Any, list[str]]] = {}
+    for name, info in DATASETS.items():
+        for option, value in info.paper_options().items():
+            values.setdefault(option, {}).setdefault(value, []).append(name)
+    out = {}
+    for option, by_value in values.items():
+        common = max(by_value, key=lambda v: len(by_value[v]))
+        rest = [f"{'/'.join(names)} {v}" for v, names in by_value.items() if v != common]
+        out[option] = "the dataset's: " + ", ".join([str(common), *rest])
+    return out
+
+
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, list[str]]]:
     methods = list_methods()
     parser = OneLineParser(
-        prog="python -m spmi.train",
+        prog=invoked_as("spmi.train", "python -m spmi.train"), formatter_class=DefaultsFormatter,
         description="Train one semi-supervised partial-label model (SPMI or a baseline).",
         epilog=f"datasets: {', '.join(sorted(DATASETS))}; methods: {', '.join(methods)}; "
                f"models: {', '.join(list_models())}")
@@ -56,17 +71,18 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, list[str]]]:
     run.add_argument("--no-progress", action="store_true", help="no per-epoch progress bar")
     ddp = parser.add_argument_group("multi-process (DDP)")
     ddp.add_argument("--workers", type=int, default=1, metavar="N",
-                     help="worker processes (CUDA: one GPU each, NCCL; CPU: gloo) (default: 1)")
+                     help="worker processes (CUDA: one GPU each, NCCL; CPU: gloo)")
     ddp.add_argument("--no-sync-bn", action="store_true",
                      help="per-worker BatchNorm statistics (default: over the global batch)")
     ddp.add_argument("--check-sync", action="store_true",
                      help="check after every epoch that all workers hold identical state")
     seen: set[str] = set()
     owners: dict[str, list[str]] = {}
+    by_dataset = dataset_option_defaults()
     for name in methods:
         cls = get_method(name)
         group = parser.add_argument_group(f"method options ({name})")
-        add_dataclass_flags(group, cls.Options, seen=seen)
+        add_dataclass_flags(group, cls.Options, seen=seen, defaults=by_dataset)
         for f in cls.Options.__dataclass_fields__:
             owners.setdefault(f, []).append(name)
     return parser, owners

@@ -25,7 +25,7 @@ from unittest import mock
 
 import clusterkit as K
 import pytest
-from test_search import SEARCH, common, write_tiny
+from test_search import SEARCH, checkpoints_in_snapshot, common, write_tiny
 
 import datagen
 from spmi.data import DataError, files_checksum
@@ -112,21 +112,11 @@ def wait_for_checkpoint(parts: SimpleNamespace, name: str, proc: subprocess.Pope
 
 def snapshot_checkpoints(s3: K.S3, name: str) -> dict[str, tuple[str, int]]:
     """Trial id -> (Tune status, index of its latest checkpoint) of the trials with a
-    checkpoint in the newest experiment-state snapshot of search ``name`` in S3: what a
-    restore resumes them from. (Reads Tune's own record of the checkpoints.)"""
-    from ray.tune.trainable.metadata import _TrainingRunMetadata
+    checkpoint in the newest experiment-state snapshot of search ``name`` in S3."""
     states = sorted(s3.keys(f"hpo/{name}/experiment_state-"))
     if not states:
         return {}
-    data = json.loads(s3.client().get_object(Bucket=s3.bucket, Key=states[-1])["Body"].read())
-    out = {}
-    for trial_json, meta_json in data["trial_data"]:
-        trial = json.loads(trial_json)
-        manager = _TrainingRunMetadata.from_json_state(meta_json).checkpoint_manager
-        latest = manager.latest_checkpoint_result if manager is not None else None
-        if latest is not None:
-            out[trial["trial_id"]] = (trial["status"], int(latest.checkpoint.path.rsplit("_", 1)[-1]))
-    return out
+    return checkpoints_in_snapshot(s3.client().get_object(Bucket=s3.bucket, Key=states[-1])["Body"].read())
 
 
 def wait_for_resumable(parts: SimpleNamespace, name: str, epochs: int, proc: subprocess.Popen,

@@ -9,12 +9,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
-from test_search import common, epochs_logged, kill_session, run_cli, runs_of, write_tiny
+from test_search import common, epochs_logged, kill_session, run_cli, runs_of, wait_for_resumable, write_tiny
 
 from tuning import confirm, reproduce
 from tuning.stats import interval, separates
@@ -23,18 +22,12 @@ CONFIRM, REPRODUCE = Path(confirm.__file__).resolve(), Path(reproduce.__file__).
 
 
 def kill_then_resume(script: Path, args: list[str], folder: Path, cwd: Path, resume: list[str]) -> str:
-    """Start ``script``, SIGKILL its session once a run checkpointed an epoch and the
-    experiment state was saved, run it again with ``resume``; its output."""
+    """Start ``script``, SIGKILL its session once the experiment state it saved holds a run
+    with a checkpoint, run it again with ``resume``; its output."""
     driver = subprocess.Popen([sys.executable, str(script), *args], cwd=cwd, stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL, start_new_session=True)
     try:
-        deadline = time.monotonic() + 300
-        while not (list(folder.glob("trial_*/checkpoint_000000")) and list(folder.glob("experiment_state*"))):
-            assert driver.poll() is None, "the driver ended before it could be killed"
-            assert time.monotonic() < deadline, "no run checkpointed an epoch in time"
-            time.sleep(0.2)
-        time.sleep(2.5)  # the experiment state is saved every second
-        assert driver.poll() is None, "the driver ended before it could be killed"
+        wait_for_resumable(folder, driver)
         os.killpg(driver.pid, signal.SIGKILL)
         driver.wait(30)
     finally:

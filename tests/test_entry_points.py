@@ -17,8 +17,10 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 PROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())
 SCRIPTS: dict[str, str] = PROJECT["project"]["scripts"]
-# how each CLI is documented to run without an install (cwd: the repository)
-CLASSIC = {"spmi.train": ["-m", "spmi.train"], "tuning.search": ["tuning/search.py"]}
+# how each CLI is documented to run without an install (cwd: the repository), and its usage line then
+CLASSIC = {"spmi.train": (["-m", "spmi.train"], "python -m spmi.train"),
+           "tuning.search": (["tuning/search.py"], "python tuning/search.py"),
+           "tuning.confirm": (["-m", "tuning.confirm"], "python -m tuning.confirm")}
 
 
 def test_every_cli_has_a_command():
@@ -40,19 +42,26 @@ def test_command_target_is_a_callable_in_an_installed_package(name):
     assert callable(getattr(importlib.import_module(module), attr))
 
 
+def test_every_command_is_spmi_and_its_modules_last_part():
+    """What ``spmi.cli_options.invoked_as`` assumes to name a console script in usage lines."""
+    for name, target in SCRIPTS.items():
+        assert name == "spmi-" + target.partition(":")[0].rpartition(".")[2], (name, target)
+
+
 def test_commands_start_as_their_wrappers_and_classic_forms_start_them():
     """``--help`` of each, in fresh interpreters (run side by side): the wrapper's call
-    ``sys.exit(main())`` with the arguments in sys.argv, and the classic invocations."""
+    ``sys.exit(main())`` with the arguments in sys.argv, and the classic invocations; each
+    usage line names the command as it was started."""
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    runs = {}
+    runs, usage = {}, {}
     for name, target in SCRIPTS.items():
         module, _, attr = target.partition(":")
         code = f"import sys; from {module} import {attr}; sys.argv[0] = {name!r}; sys.exit({attr}())"
-        runs[name] = [sys.executable, "-c", code, "--help"]
-    for module, args in CLASSIC.items():
-        runs[module] = [sys.executable, *args, "--help"]
+        runs[name], usage[name] = [sys.executable, "-c", code, "--help"], name
+    for module, (args, called) in CLASSIC.items():
+        runs[module], usage[module] = [sys.executable, *args, "--help"], called
     procs = {name: subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                     text=True) for name, argv in runs.items()}
     for name, proc in procs.items():
         out, _ = proc.communicate(timeout=300)
-        assert proc.returncode == 0 and "usage:" in out, (name, out[-2000:])
+        assert proc.returncode == 0 and out.startswith(f"usage: {usage[name]} "), (name, out[-2000:])

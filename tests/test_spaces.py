@@ -14,7 +14,7 @@ import pytest
 from spmi.data import DATASETS
 from spmi.methods import list_methods
 from tuning import plan as P
-from tuning.settings import PRESETS, SPACES_DIR, default_space
+from tuning.settings import PRESETS, default_space, spaces_dir
 from tuning.spaces import Param, SearchSpace, SpaceError, load_space
 
 METHODS = list_methods()
@@ -118,11 +118,12 @@ def former(method: str, dataset: str, preset: str | None) -> dict:
 
 @pytest.mark.parametrize("method", METHODS)
 def test_every_registered_method_has_one_space_file(method: str) -> None:
-    assert default_space(method) == SPACES_DIR / f"{method}.yaml" and default_space(method).is_file()
+    assert default_space(method) == spaces_dir() / f"{method}.yaml" and default_space(method).is_file()
 
 
 def test_the_space_files_are_one_per_method() -> None:
-    assert sorted(p.stem for p in SPACES_DIR.glob("*.yaml")) == METHODS
+    assert spaces_dir() == Path(__file__).resolve().parent.parent / "search_spaces"  # the checkout's folder
+    assert sorted(p.stem for p in spaces_dir().glob("*.yaml")) == METHODS
 
 
 @pytest.mark.parametrize("method", sorted(FORMER))

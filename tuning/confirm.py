@@ -25,6 +25,7 @@ from typing import Any
 if __name__ == "__main__":
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from spmi.cli_options import DefaultsFormatter, invoked_as  # noqa: E402
 from tuning import mlflow_log  # noqa: E402
 from tuning import plan as P  # noqa: E402
 from tuning import search as _search_env  # noqa: E402,F401  (the search's Ray/MLflow environment settings)
@@ -35,9 +36,14 @@ GRID_NAME, PLAN_FILE, ROLE = "confirm", "confirm.json", "confirm"
 METRICS = {"val_acc": "val/acc", "test_acc": "test/acc (final epoch)", "best_test_acc": "test/acc (best-val epoch)"}
 
 
+def command() -> str:
+    """This command as it was started (its documented form when ``main`` is called from Python)."""
+    return invoked_as("tuning.confirm", "python tuning/confirm.py")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python tuning/confirm.py", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(prog=command(),
+                                description=__doc__.split("\n\n")[0], formatter_class=DefaultsFormatter)
     p.add_argument("name", help="the finished search (its folder under --storage-path)")
     p.add_argument("--storage-path", default="hpo_results", help="folder of the searches")
     p.add_argument("--top", type=int, default=3, help="configurations K: the search's best by final val/acc")
@@ -46,10 +52,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, help="epochs of every run (default: the search's max_epochs)")
     p.add_argument("--resume", action="store_true", help="continue the search's confirmation (an existing one "
                                                          "is resumed anyway; its settings are kept)")
-    r = p.add_argument_group("resources (default: the search's)")
-    r.add_argument("--cpus-per-trial", type=int)
-    r.add_argument("--gpus-per-trial", type=float)
-    r.add_argument("--workers-per-trial", type=int, metavar="N", help="DDP workers per run")
+    r = p.add_argument_group("resources")
+    r.add_argument("--cpus-per-trial", type=int, help="CPU threads per run (default: the search's)")
+    r.add_argument("--gpus-per-trial", type=float, help="GPUs per run (default: the search's)")
+    r.add_argument("--workers-per-trial", type=int, metavar="N", help="DDP workers per run (default: the search's)")
     r.add_argument("--max-concurrent", type=int, help="runs at once (default: as many as the resources allow)")
     r.add_argument("--address", help="connect to this Ray cluster instead of starting a local one")
     return p
@@ -230,14 +236,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     if not resumed:
-        grid.command = "python tuning/confirm.py " + shlex.join(sys.argv[1:] if argv is None else argv)
+        grid.command = command() + " " + shlex.join(sys.argv[1:] if argv is None else argv)
         grid.save()
     states = run_grid(grid, resumed, args.address)
     if states is None:
         return 2
     if not all_done(grid, states):
         return interrupted("confirmation", finished(states), grid.num_trials, "runs",
-                           f"tuning/confirm.py {search.name} --storage-path {search.storage_path} --resume")
+                           f"{command()} {search.name} --storage-path {search.storage_path} --resume")
     return finish(grid, search)
 
 

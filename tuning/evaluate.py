@@ -22,6 +22,8 @@ if __name__ == "__main__":
 
 os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
 
+from spmi.cli_options import DefaultsFormatter, invoked_as  # noqa: E402
+
 
 def evaluate(model_uri: str, tracking_uri: str, data_root: str | None = None, device: str = "cpu",
              batch_size: int | None = None, verify: bool | None = None) -> dict:
@@ -46,14 +48,15 @@ def evaluate(model_uri: str, tracking_uri: str, data_root: str | None = None, de
 
 def main(argv: list[str] | None = None) -> int:
     from tuning.mlflow_log import default_uri
-    p = argparse.ArgumentParser(prog="python tuning/evaluate.py", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog=invoked_as("tuning.evaluate", "python tuning/evaluate.py"),
+                                description=__doc__.split("\n\n")[0], formatter_class=DefaultsFormatter)
     p.add_argument("model", help="models:/<method>-<dataset>@best, models:/<name>/<version> or runs:/<run id>/model")
     p.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI") or default_uri("hpo_results"),
                    help="the MLflow store holding the model (default: $MLFLOW_TRACKING_URI, else hpo_results' SQLite)")
     p.add_argument("--data-root", help="folder of the dataset files (default: the search's)")
     p.add_argument("--no-verify-data", action="store_true", help="skip the MD5 check of the dataset files "
                    "(default: as the search did)")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     p.add_argument("--batch-size", type=int, help="images per forward pass (default: the search's eval batch)")
     args = p.parse_args(argv)
     try:

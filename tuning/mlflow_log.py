@@ -23,6 +23,8 @@ PARENT_TAG = "mlflow.parentRunId"
 STATUS_TAG = "tune_status"       # set by the driver when Tune is done with a trial: TERMINATED or ERROR
 TERMINAL = ("FINISHED", "FAILED", "KILLED")
 DIVERGED_TAG = "diverged"        # "true" on the run of a trial whose loss became non-finite
+SYSTEM_METRICS_TAG = "system_metrics_interval_s"  # a trial run's system/* sampling interval (s)
+SYSTEM_METRICS_INTERVAL_S = 10.0
 SPOOL_FILE = "mlflow_pending.jsonl"  # a trial's epochs MLflow did not take yet (outage), replayed later
 log = logging.getLogger(__name__)
 
@@ -364,17 +366,31 @@ def log_dataset(uri: str, run_id: str, name: str, digest: str, source: str, prof
     retry(lambda: client(uri).log_inputs(run_id, datasets=[item]))
 
 
-def start_system_metrics(uri: str, run_id: str, resume: bool, interval: float = 10.0) -> Any | None:
-    """MLflow's system-metrics monitor (CPU, memory, disk, network; GPU with pynvml) logging
-    ``system/*`` into the run every ``interval`` s until it ends; None where unavailable."""
+def system_metrics_monitor(uri: str, run_id: str, resume: bool,
+                           interval: float = SYSTEM_METRICS_INTERVAL_S) -> Any | None:
+    """MLflow's system-metrics monitor (CPU, memory, disk, network; GPU with pynvml) for the
+    run, not started: each sample goes in as ``system/*`` at the next step (after the run's
+    last one when ``resume``). ``MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL`` overrides
+    ``interval``. None where unavailable (no psutil)."""
     try:
         import psutil  # noqa: F401  (the monitor needs it)
         from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
-        monitor = SystemMetricsMonitor(run_id, sampling_interval=interval, resume_logging=resume, tracking_uri=uri)
-        monitor.start()
-        return monitor
-    except Exception:  # no psutil, or the monitor cannot start: training goes on without it
+        return SystemMetricsMonitor(run_id, sampling_interval=interval, resume_logging=resume, tracking_uri=uri)
+    except Exception:  # no psutil, or the monitor cannot be built: training goes on without it
         return None
+
+
+def start_system_metrics(uri: str, run_id: str, resume: bool,
+                         interval: float = SYSTEM_METRICS_INTERVAL_S) -> Any | None:
+    """The run's system-metrics monitor, started: it logs a sample every interval until
+    ``finish()`` (a run shorter than one interval has none). The run is tagged with the
+    interval (:data:`SYSTEM_METRICS_TAG`). None where unavailable."""
+    monitor = system_metrics_monitor(uri, run_id, resume, interval)
+    if monitor is None:
+        return None
+    set_tags(uri, run_id, {SYSTEM_METRICS_TAG: f"{float(monitor.sampling_interval):g}"})
+    monitor.start()
+    return monitor
 
 
 def update_parent_best(uri: str, parent_run_id: str, trial_id: str, result: dict[str, Any], step: int) -> bool:

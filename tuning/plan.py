@@ -162,6 +162,10 @@ def find_latest(storage: Storage, method: str, dataset: str) -> str | None:
 
 
 def git_commit() -> str:
+    """The commit of the source checkout the code runs from (``-dirty`` with changes);
+    ``unknown`` for an installed package (its folder may lie inside another repository)."""
+    if not (S.REPO_ROOT / ".git").exists():
+        return "unknown"
     try:
         out = subprocess.run(["git", "-C", str(S.REPO_ROOT), "rev-parse", "HEAD"], capture_output=True,
                              text=True, timeout=10)

@@ -27,6 +27,7 @@ if __name__ == "__main__":
 import pandas as pd  # noqa: E402
 
 from spmi import tables  # noqa: E402
+from spmi.cli_options import DefaultsFormatter, invoked_as  # noqa: E402
 from tuning import mlflow_log, plots  # noqa: E402
 from tuning.importance import Importance, at_common_budget  # noqa: E402
 from tuning.plan import SearchPlan, load_plan  # noqa: E402
@@ -220,7 +221,8 @@ def _plain(v: Any) -> Any:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python tuning/report.py", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog=invoked_as("tuning.report", "python tuning/report.py"),
+                                     description=__doc__.split("\n\n")[0], formatter_class=DefaultsFormatter)
     parser.add_argument("experiment", help="the search's folder (<storage-path>/<name>), a path or a URI")
     parser.add_argument("--storage-endpoint", metavar="URL", help="S3-compatible endpoint of an s3:// location")
     parser.add_argument("--no-mlflow", action="store_true", help="only write the files")

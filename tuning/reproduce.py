@@ -27,6 +27,8 @@ from typing import Any
 if __name__ == "__main__":
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from spmi.cli_options import DefaultsFormatter, invoked_as  # noqa: E402
+from spmi.config import TrainConfig  # noqa: E402
 from tuning import mlflow_log  # noqa: E402
 from tuning import plan as P  # noqa: E402
 from tuning import search as _search_env  # noqa: E402,F401  (the search's Ray/MLflow environment settings)
@@ -38,9 +40,14 @@ from tuning.runner import finished, interrupted  # noqa: E402
 PLAN_FILE, ROLE, TABLE_DIR = "reproduce.json", "reproduce", "table"
 
 
+def command() -> str:
+    """This command as it was started (its documented form when ``main`` is called from Python)."""
+    return invoked_as("tuning.reproduce", "python tuning/reproduce.py")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python tuning/reproduce.py", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(prog=command(),
+                                description=__doc__.split("\n\n")[0], formatter_class=DefaultsFormatter)
     p.add_argument("--datasets", default=",".join(PAPER_ROWS), help="comma-separated datasets")
     p.add_argument("--methods", default=",".join(PAPER_METHODS), help="comma-separated methods")
     p.add_argument("--setting", action="append", metavar="DATASET:L:P",
@@ -48,26 +55,27 @@ def build_parser() -> argparse.ArgumentParser:
                         "paper's rows of that dataset)")
     p.add_argument("--config-from", action="append", metavar="[DATASET/METHOD=]SOURCE",
                    help="paper, code or search:NAME (the search's confirmed choice, else its best trial), for "
-                        "every cell or one (repeatable; default paper)")
+                        "every cell or one (repeatable; default: paper)")
     p.add_argument("--seeds", type=int, default=3, help="seeds per cell")
     p.add_argument("--first-seed", type=int, default=1, help="seeds are first-seed .. first-seed + N - 1")
-    p.add_argument("--epochs", type=int, default=S.PAPER_EPOCHS, help="epochs of every run (the paper's 500)")
+    p.add_argument("--epochs", type=int, default=S.PAPER_EPOCHS, help="epochs of every run (the paper's)")
     p.add_argument("--data-root", action="append", metavar="[DATASET=]PATH", help="dataset folder (repeatable)")
-    p.add_argument("--val-size", type=int, help="held-out validation images (default 5000)")
-    p.add_argument("--unlabelled-size", type=int, help="a random subset of this many unlabelled images")
+    p.add_argument("--val-size", type=int, help=f"held-out validation images (default: {TrainConfig.val_size})")
+    p.add_argument("--unlabelled-size", type=int, help="a random subset of this many unlabelled images (default: all)")
     p.add_argument("--no-verify-data", action="store_true", help="skip the MD5 check of the dataset files")
     p.add_argument("--download", action="store_true", help="fetch a missing dataset (else its rows are skipped)")
     p.add_argument("--set", action="append", metavar="NAME=VALUE", help="a TrainConfig value of every run")
     p.add_argument("--paper-numbers", metavar="CSV", help="the paper's accuracies (dataset, labelled, "
                                                           "partial_rate, method, accuracy in percent)")
-    p.add_argument("--name", help="table name (default reproduce-<time>); an existing one is resumed")
+    p.add_argument("--name", help="table name (default: reproduce-<time>); an existing one is resumed")
     p.add_argument("--storage-path", default="hpo_results", help="folder of the runs, searches and MLflow store")
     p.add_argument("--resume", action="store_true", help="continue the named (or latest) table")
     p.add_argument("--tracking-uri", help="MLflow tracking server (default: sqlite under --storage-path)")
     p.add_argument("--experiment", default="reproduce", help="MLflow experiment of the runs")
     r = p.add_argument_group("resources")
-    r.add_argument("--cpus-per-trial", type=int, help="CPU threads per run (per worker with DDP)")
-    r.add_argument("--gpus-per-trial", type=float, help="GPUs per run (default 1 with CUDA, else 0)")
+    r.add_argument("--cpus-per-trial", type=int, help="CPU threads per run (per worker with DDP) (default: 1 "
+                                                       "without GPUs, else the cores divided among the GPUs)")
+    r.add_argument("--gpus-per-trial", type=float, help="GPUs per run (default: 1 with CUDA, else 0)")
     r.add_argument("--workers-per-trial", type=int, default=1, metavar="N", help="DDP workers per run")
     r.add_argument("--max-concurrent", type=int, help="runs at once (default: as many as the resources allow)")
     r.add_argument("--address", help="connect to this Ray cluster instead of starting a local one")
@@ -407,7 +415,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     if not resumed:
-        grid.command = "python tuning/reproduce.py " + shlex.join(sys.argv[1:] if argv is None else argv)
+        grid.command = command() + " " + shlex.join(sys.argv[1:] if argv is None else argv)
         try:
             start_tracking(grid)
         except Exception as err:
@@ -424,7 +432,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if not all_done(grid, states):
         return interrupted("table", finished(states), grid.num_trials, "runs",
-                           f"tuning/reproduce.py --storage-path {grid.storage_path} --name {grid.name}")
+                           f"{command()} --storage-path {grid.storage_path} --name {grid.name}")
     return finish(grid)
 
 

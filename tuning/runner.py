@@ -15,6 +15,7 @@ from ray import tune
 from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search import ConcurrencyLimiter
 
+from spmi.cli_options import invoked_as
 from tuning import best, cost, cost_watch, mlflow_log, optuna_study
 from tuning.callbacks import CloseTrialRuns, ReleaseTrainGroups
 from tuning.plan import SearchPlan
@@ -226,8 +227,8 @@ def finished(states: dict[str, str]) -> int:
 
 def interrupted(what: str, done: int, total: int, unit: str, command: str) -> int:
     """Print that ``what`` (search, confirmation, table) stopped with runs left and the
-    command (``python`` + ``command``) that continues it; the exit status 130."""
-    print(f"{what} interrupted ({done}/{total} {unit} done); continue it with:\n  python {command}", flush=True)
+    command that continues it; the exit status 130."""
+    print(f"{what} interrupted ({done}/{total} {unit} done); continue it with:\n  {command}", flush=True)
     return 130
 
 
@@ -240,7 +241,8 @@ def finish(plan: SearchPlan, states: dict[str, str]) -> int:
     if done < plan.num_samples:
         endpoint = f" --storage-endpoint {plan.storage_endpoint}" if plan.storage_endpoint else ""
         return interrupted("search", done, plan.num_samples, "trials",
-                           f"tuning/search.py --dataset {plan.dataset} --method {plan.method} --storage-path "
+                           f"{invoked_as('tuning.search', 'python tuning/search.py')} --dataset {plan.dataset} "
+                           f"--method {plan.method} --storage-path "
                            f"{plan.storage_path}{endpoint} --name {plan.name} --resume")
     uri = plan.tracking_uri
     # every step below outlasts a tracking-server outage (MLflow's retries, then a slower loop)
@@ -265,7 +267,9 @@ def finish(plan: SearchPlan, states: dict[str, str]) -> int:
     print(report.summary(), flush=True)
     if published is not None:
         print(f"best model (epoch {published['epoch']}): {published['registered_uri']} (version "
-              f"{published['version']}); its test accuracy: python tuning/evaluate.py {published['registered_uri']} "
+              f"{published['version']}); its test accuracy: "
+              f"{invoked_as('tuning.evaluate', 'python tuning/evaluate.py', like='tuning.search')} "
+              f"{published['registered_uri']} "
               f"--tracking-uri {plan.tracking_uri}", flush=True)
     diverged = int((report.trials.table["status"] == "diverged").sum()) if not report.trials.table.empty else 0
     if diverged:

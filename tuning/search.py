@@ -31,46 +31,81 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
+from spmi.cli_options import DefaultsFormatter, invoked_as  # noqa: E402
 from spmi.config import TrainConfig  # noqa: E402
 from spmi.data import DATASETS, DataError  # noqa: E402
 from spmi.methods import list_methods  # noqa: E402
 from spmi.options import meta  # noqa: E402
 from tuning import mlflow_log  # noqa: E402
 from tuning import plan as P  # noqa: E402
+from tuning import settings as S  # noqa: E402
 from tuning.lock import SearchLock  # noqa: E402
 from tuning.settings import PRESETS  # noqa: E402
 from tuning.storage import Storage, open_storage  # noqa: E402
 
 
+def command() -> str:
+    """This command as it was started (its documented form when ``main`` is called from Python)."""
+    return invoked_as("tuning.search", "python tuning/search.py")
+
+
+def preset_note(key: str, config: bool = False, form: str = "{}") -> str:
+    """``; --preset quick: 8`` for each preset that sets ``key`` (a plan field, or with
+    ``config`` a config value; its value written as ``form``): the defaults a preset
+    replaces, for the help texts."""
+    notes = []
+    for name, preset in sorted(PRESETS.items()):
+        values = preset.get("config", {}) if config else preset
+        if key in values:  # type: ignore[operator]
+            notes.append(f"; --preset {name}: " + form.format(values[key]))  # type: ignore[index]
+    return "".join(notes)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python tuning/search.py", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(prog=command(),
+                                description=__doc__.split("\n\n")[0], formatter_class=DefaultsFormatter)
     p.add_argument("--dataset", required=True, help=f"one of: {', '.join(sorted(DATASETS))}")
     p.add_argument("--method", default="spmi", help=f"one of: {', '.join(list_methods())}")
-    p.add_argument("--preset", choices=sorted(PRESETS), help="quick: a ~15-minute CPU demo (8 trials, up to 8 epochs)")
-    p.add_argument("--space", help="search-space YAML (default: search_spaces/<method>.yaml, per dataset and preset)")
-    data = p.add_argument_group("data (defaults: the paper's settings of the dataset)")
-    data.add_argument("--labelled", type=int, help="partially labelled images l")
-    data.add_argument("--partial-rate", type=float, help="flipping probability p")
+    quick = PRESETS["quick"]
+    p.add_argument("--preset", choices=sorted(PRESETS),
+                   help=f"quick: {quick['num_samples']} trials of up to {quick['max_epochs']} epochs, "
+                        f"{quick['max_concurrent']} at a time, on {quick['config']['labelled']} labelled images "
+                        f"(a CPU demo: {S.QUICK_DEMO_TIME})")
+    p.add_argument("--space", help="search-space YAML (default: the package's search_spaces/<method>.yaml), "
+                                   "resolved for the dataset and preset")
+    data = p.add_argument_group("data")
+    data.add_argument("--labelled", type=int,
+                      help=f"partially labelled images l (default: the dataset's paper setting"
+                           f"{preset_note('labelled', config=True)})")
+    data.add_argument("--partial-rate", type=float, help="flipping probability p (default: the dataset's paper "
+                                                         "setting)")
     data.add_argument("--data-root", help="folder of the dataset files (with --address: that folder on every node)")
-    data.add_argument("--val-size", type=int, help="held-out validation images (> 0; default 5000)")
-    data.add_argument("--unlabelled-size", type=int, help="use a random subset of this many unlabelled images")
+    data.add_argument("--val-size", type=int, help=f"held-out validation images, > 0 (default: {TrainConfig.val_size}"
+                                                   f"{preset_note('val_size', config=True)})")
+    data.add_argument("--unlabelled-size", type=int,
+                      help=f"use a random subset of this many unlabelled images (default: all"
+                           f"{preset_note('unlabelled_size', config=True)})")
     data.add_argument("--val-labels", choices=meta(TrainConfig, "val_labels")["choices"],
-                      help=meta(TrainConfig, "val_labels")["help"] + " (default true)")
-    data.add_argument("--val-from-labelled", type=int, metavar="K", help=meta(TrainConfig, "val_from_labelled")["help"])
+                      help=meta(TrainConfig, "val_labels")["help"] + " (default: true)")
+    data.add_argument("--val-from-labelled", type=int, metavar="K",
+                      help=meta(TrainConfig, "val_from_labelled")["help"] + " (default: 0)")
     data.add_argument("--no-verify-data", action="store_true",
                       help="skip the MD5 check of the dataset files against the dataset's spec; the driver's files "
                            "are then the reference every node's must equal")
     data.add_argument("--set", action="append", metavar="NAME=VALUE",
                       help="a constant of every trial: a TrainConfig field or method option (repeatable)")
     s = p.add_argument_group("search")
-    s.add_argument("--num-samples", type=int, help="trials (default 32)")
-    s.add_argument("--max-epochs", type=int, help="epochs of a trial that is never stopped (default 500)")
-    s.add_argument("--grace-period", type=int, help="ASHA: epochs before a trial may be stopped "
-                                                   "(default: the space's largest warm-up + a margin)")
-    s.add_argument("--reduction-factor", type=int, help="ASHA reduction factor (default 3)")
+    s.add_argument("--num-samples", type=int,
+                   help=f"trials (default: {S.DEFAULT_NUM_SAMPLES}{preset_note('num_samples')})")
+    s.add_argument("--max-epochs", type=int, help=f"epochs of a trial that is never stopped (default: "
+                                                  f"{S.PAPER_EPOCHS}, the paper's{preset_note('max_epochs')})")
+    s.add_argument("--grace-period", type=int, help=f"ASHA: epochs before a trial may be stopped (default: the "
+                                                    f"space's largest warm-up + {S.DEFAULT_GRACE_MARGIN}"
+                                                    f"{preset_note('grace_margin', form='+ {}')})")
+    s.add_argument("--reduction-factor", type=int, help=f"ASHA reduction factor (default: "
+                                                        f"{S.DEFAULT_REDUCTION_FACTOR}{preset_note('reduction_factor')})")
     s.add_argument("--seed", type=int, default=0, help="seed of the Optuna TPE sampler")
-    s.add_argument("--name", help="search name (default <method>-<dataset>-<time>); an existing one is resumed")
+    s.add_argument("--name", help="search name (default: <method>-<dataset>-<time>); an existing one is resumed")
     s.add_argument("--storage-path", default="hpo_results",
                    help="where the searches live: a folder, or a URI every node can reach (s3://bucket/prefix, "
                         "gs://..., any pyarrow filesystem)")
@@ -91,16 +126,18 @@ def build_parser() -> argparse.ArgumentParser:
     r = p.add_argument_group("resources")
     r.add_argument("--gpus-per-trial", type=float,
                    help="GPUs per trial (per worker with --workers-per-trial > 1), fractions allowed for "
-                        "single-process trials (default 1 with CUDA, else 0)")
+                        "single-process trials (default: 1 with CUDA, else 0)")
     r.add_argument("--cpus-per-trial", type=int,
-                   help="CPU threads per trial (per worker with --workers-per-trial > 1) (default 1 without GPUs)")
+                   help=f"CPU threads per trial (per worker with --workers-per-trial > 1) (default: 1 without "
+                        f"GPUs, else the cores divided among the GPUs{preset_note('cpus_per_trial')})")
     r.add_argument("--workers-per-trial", type=int, default=1, metavar="N",
                    help="DDP workers per trial: > 1 runs each trial as a Ray Train TorchTrainer "
                         "(NCCL on GPUs, gloo on CPUs)")
     r.add_argument("--check-sync", action="store_true",
                    help="DDP trials: check after every epoch that all workers hold identical state "
                         "(a mismatch fails the trial)")
-    r.add_argument("--max-concurrent", type=int, help="trials at once (default: as many as the resources allow)")
+    r.add_argument("--max-concurrent", type=int, help=f"trials at once (default: as many as the resources allow"
+                                                      f"{preset_note('max_concurrent')})")
     r.add_argument("--address", help="connect to this Ray cluster instead of starting a local one ('auto' inside "
                                      "`ray job submit`); needs storage and tracking every node can reach")
     return p
@@ -227,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
         budget = cost.parse_duration(args.time_budget) if args.time_budget else None
         plan, resumed = prepare(args)
         if not resumed:
-            plan.command = "python tuning/search.py " + shlex.join(sys.argv[1:] if argv is None else argv)
+            plan.command = command() + " " + shlex.join(sys.argv[1:] if argv is None else argv)
         lock = SearchLock(lock_folder(plan), plan.name).acquire()  # one driver per search
     except (ValueError, DataError) as err:
         print(f"error: {err}", file=sys.stderr)

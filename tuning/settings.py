@@ -3,10 +3,11 @@
 
 from __future__ import annotations
 
+import importlib.resources
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-SPACES_DIR = REPO_ROOT / "search_spaces"
+REPO_ROOT = Path(__file__).resolve().parent.parent  # holds spmi/ and tuning/: a checkout, or site-packages
+SPACES_PACKAGE = "search_spaces"  # the shipped spaces, package data (imported by the driver only)
 METRIC, MODE = "val/acc", "max"
 TIME_ATTR = "epoch"          # epochs completed (1-based), reported by every trial
 PAPER_EPOCHS = 500
@@ -28,7 +29,17 @@ PRESETS: dict[str, dict[str, object]] = {
     },
 }
 
+# the quick preset's cost, measured on Fashion-MNIST (docs/tuning.md, --preset quick: how): CPU time of
+# the driver, Ray and the trials, 938 s; at 2 trials at a time that is about 8 minutes on 2 idle cores
+QUICK_DEMO_TIME = "about 16 CPU-minutes, some 8 minutes on 2 idle cores"
+
+
+def spaces_dir() -> Path:
+    """The folder of the shipped search spaces, wherever the package lies (a source checkout
+    or an installed wheel), found through importlib.resources."""
+    return Path(str(importlib.resources.files(SPACES_PACKAGE)))
+
 
 def default_space(method: str) -> Path:
     """``search_spaces/<method>.yaml``: the method's space, with its per-dataset and preset overrides."""
-    return SPACES_DIR / f"{method}.yaml"
+    return spaces_dir() / f"{method}.yaml"

@@ -9,14 +9,17 @@ from __future__ import annotations
 import argparse
 import sys
 
+from spmi.cli_options import DefaultsFormatter, invoked_as
+from spmi.config import TrainConfig
 from spmi.data.registry import DATASETS, DataError
 from spmi.data.sources import default_root, load_dataset, spec_checksum
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m spmi.data.fetch", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog=invoked_as("spmi.data.fetch", "python -m spmi.data.fetch"),
+                                     description=__doc__.splitlines()[0], formatter_class=DefaultsFormatter)
     parser.add_argument("dataset", choices=sorted(DATASETS))
-    parser.add_argument("--data-root", default=None, help="target folder (default: per dataset)")
+    parser.add_argument("--data-root", help=TrainConfig.__dataclass_fields__["data_root"].metadata["help"])
     args = parser.parse_args(argv)
     try:
         data = load_dataset(args.dataset, args.data_root, download=True, install=True)

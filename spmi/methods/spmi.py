@@ -36,8 +36,8 @@ class SPMIOptions:
     init_rule: str = option("official", "unlabelled init: official (geometric mean) or paper (f_k > 1/c, Eq. 3)",
                             choices=C.INIT_RULES)
     ema: float = option(0.999, "EMA of labelled soft candidate vectors (0: hard replacement)", min=0.0, max=1.0)
-    unlabelled_ema: float = option(0.0, "EMA theta of the unlabelled complementary vectors (authors: 0.9 on "
-                                        "CIFAR-100, 0 = hard replacement elsewhere)", min=0.0, max_exclusive=1.0)
+    unlabelled_ema: float = option(0.0, "EMA theta of the unlabelled complementary vectors (0: hard "
+                                        "replacement)", min=0.0, max_exclusive=1.0)
     binarise: float = option(0.1, "in the pass, labelled soft values above this are candidates; unlabelled "
                                   "complementary values above it are not", min=0.0, max_exclusive=1.0)
     uniform_first_epoch: bool = option(True, "epoch 0 of warm-up uses uniform weights 1/|S| (authors' code)")
