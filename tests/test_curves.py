@@ -47,11 +47,17 @@ def git(cwd: Path, *args: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory):
+def data_root(tmp_path_factory):
+    """Tiny generated Fashion-MNIST files (300 training, 40 test images)."""
+    root = tmp_path_factory.mktemp("fmnist")
+    write_idx_fmnist(root, n_train=300, n_test=40)
+    return root
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory, data_root):
     """The tiny table: 3 runs in a first session, the rest in a resumed one that commits."""
     base = tmp_path_factory.mktemp("curves")
-    data_root = base / "fmnist"
-    write_idx_fmnist(data_root, n_train=300, n_test=40)
     repo = base / "repo"
     repo.mkdir()
     git(repo, "init", "-q")
@@ -225,10 +231,10 @@ def test_a_table_resumes_only_with_its_own_settings(built, capsys):
 
 
 @pytest.mark.slow
-def test_a_build_stopped_by_sigterm_resumes(built, tmp_path):
+def test_a_build_stopped_by_sigterm_resumes(data_root, tmp_path):
     """A build in its own process, stopped by SIGTERM once a part exists, then resumed:
     every run once, and the parts written before the stop unchanged."""
-    args = table_args(built["data_root"], str(tmp_path))
+    args = table_args(str(data_root), str(tmp_path))
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     cmd = [sys.executable, str(REPO / "benchmarks" / "curves.py"), *args, "--jobs", "1"]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
