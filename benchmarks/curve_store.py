@@ -304,7 +304,9 @@ def assemble(folder: TableFolder, allow_incomplete: bool = False) -> dict[str, A
     spec = folder.spec()
     p = plan(folder, spec)
     done = folder.done()
-    present = [(c, s) for c, s in p.runs() if folder.part(c, s).name in done]
+    order = {config_key(c): i for i, c in enumerate(spec.configs())}
+    present = sorted(((c, s) for c, s in p.runs() if folder.part(c, s).name in done),
+                     key=lambda cs: (order[config_key(cs[0])], cs[1]))
     complete = p.extra is not None and len(present) == p.total
     if not complete and not allow_incomplete:
         raise ValueError(f"table {spec.name} has {len(present)} of {p.total} runs; finish the build, or add "

@@ -149,7 +149,7 @@ def spec_of(args: argparse.Namespace, data_checksum: str | None) -> tuple[TableS
 def resolved_record(spec: TableSpec) -> dict[str, Any]:
     """Every setting of the table's runs as resolved (the grid's and the seed left out)."""
     cfg = resolve({**spec.base, **spec.configs()[0], "seed": 0}).to_dict()
-    for name in ("seed", "out", "data_root", "progress"):
+    for name in ("seed", "out", "data_root", "progress", "verify_data", "download"):
         cfg.pop(name, None)
     options = {k: v for k, v in cfg.pop("options").items() if k not in spec.grid}
     return {**{k: v for k, v in cfg.items() if k not in spec.grid}, "options": options}
@@ -354,18 +354,23 @@ def measure(args: argparse.Namespace, folder: TableFolder, spec: TableSpec) -> d
     """Two epochs of one configuration in this process with one thread (T_w = 1: a warm-up
     epoch, then a label-channel epoch); seconds and CPU seconds per epoch and the table's
     projected CPU hours. Written to the table folder's ``measure.json``."""
-    torch.set_num_threads(1)
     config = {**spec.configs()[len(spec.configs()) // 2], "warmup": 1}
     task = RunTask({**spec.base, "epochs": 2}, config, 0, "", args.data_root, not args.no_verify_data)
     load_before = os.getloadavg()
-    usage0 = resource.getrusage(resource.RUSAGE_SELF)
-    rows, _ = train_rows(task)
-    usage1 = resource.getrusage(resource.RUSAGE_SELF)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        used = torch.get_num_threads()
+        usage0 = resource.getrusage(resource.RUSAGE_SELF)
+        rows, _ = train_rows(task)
+        usage1 = resource.getrusage(resource.RUSAGE_SELF)
+    finally:
+        torch.set_num_threads(threads)
     warm, spmi = rows[0], rows[1]
     costs = {"warmup": warm["cpu_seconds"], "spmi": spmi["cpu_seconds"]}
     runs = len(spec.configs()) * len(spec.seeds) + min(spec.top, len(spec.configs())) * len(spec.top_seeds)
     hours = store.projected_cpu_hours(spec, costs)
-    out = {"table": spec.name, "config": config, "threads": torch.get_num_threads(),
+    out = {"table": spec.name, "config": config, "threads": used,
            "warmup_epoch_seconds": warm["seconds"], "spmi_epoch_seconds": spmi["seconds"],
            "warmup_epoch_cpu_seconds": warm["cpu_seconds"], "spmi_epoch_cpu_seconds": spmi["cpu_seconds"],
            "spmi_epoch_parts_seconds": {k: spmi[k] for k in ("time/label_channel", "time/train", "time/eval")},

@@ -83,6 +83,8 @@ def test_rows_are_configs_x_seeds_x_epochs_with_the_schema(built):
     assert len(df) == runs * EPOCHS
     assert list(df.columns) == ["lr", "warmup", "tau", "tau_u", *(name for name, _, _ in COLUMNS)]
     assert not df.duplicated(["lr", "warmup", "tau", "tau_u", "seed", "epoch"]).any()
+    order = df[["lr", "warmup", "seed", "epoch"]].drop_duplicates()
+    assert order.equals(order.sort_values(["lr", "warmup", "seed", "epoch"]))  # grid order, then seed, then epoch
     assert sorted(df["epoch"].unique()) == [1, 2, 3] and set(df["seed"]) == {0, 1, 2}
     assert (df["labelled"] == 20).all() and (df["unlabelled_size"] == N_U).all() and not df["diverged"].any()
     for name in ("val/acc", "val/covering_rate", "val/approx_acc", "test/acc"):
@@ -196,7 +198,9 @@ def test_a_diverged_run_ends_with_one_diverged_row(built):
 
 def test_measure_projects_the_tables_cpu_hours(built, tmp_path, capsys):
     args = table_args(built["data_root"], str(tmp_path))
+    threads = torch.get_num_threads()
     assert curves.main([*args, "--measure", "--json"]) == 0
+    assert torch.get_num_threads() == threads  # the caller's threads come back
     m = json.loads(capsys.readouterr().out)
     assert m["threads"] == 1 and m["warmup_epoch_cpu_seconds"] > 0 and m["spmi_epoch_cpu_seconds"] > 0
     assert m["runs"] == 10 and m["run_cpu_seconds_rusage"] > 0 and len(m["load_average_before"]) == 3
