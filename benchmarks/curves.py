@@ -438,8 +438,9 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError("--jobs and --max-runs must be >= 0")
         reading = args.status or args.list or args.assemble
         if reading:
+            device = resolve_device(args.device).type if args.device == "auto" else args.device
             folder = TableFolder(args.root, args.name or default_name(
-                args, unlabelled_size(args.unlabelled, args.labelled), args.device))
+                args, unlabelled_size(args.unlabelled, args.labelled), device))
             spec = folder.spec()
         else:
             data = load_dataset(args.dataset, args.data_root, verify=not args.no_verify_data)
