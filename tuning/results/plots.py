@@ -10,7 +10,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from tuning.settings import METRIC, TIME_ATTR  # noqa: E402
+from tuning.plan.settings import METRIC, TIME_ATTR  # noqa: E402
 
 
 def learning_curves(history: pd.DataFrame, best_id: str | None, path: Path) -> Path:

@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
 
@@ -30,7 +30,7 @@ def evaluate(model_uri: str, tracking_uri: str, data_root: str | None = None, de
 
     from spmi.data import load_dataset
     from spmi.evaluate import count_correct
-    from tuning.mlflow_log import using
+    from tuning.record.mlflow_log import using
     with using(tracking_uri):
         meta = mlflow.models.get_model_info(model_uri).metadata or {}
         if "dataset" not in meta:
@@ -47,7 +47,7 @@ def evaluate(model_uri: str, tracking_uri: str, data_root: str | None = None, de
 
 
 def main(argv: list[str] | None = None) -> int:
-    from tuning.mlflow_log import default_uri
+    from tuning.record.mlflow_log import default_uri
     p = argparse.ArgumentParser(prog="python tuning/evaluate.py", description=__doc__.split("\n\n")[0])
     p.add_argument("model", help="models:/<method>-<dataset>@best, models:/<name>/<version> or runs:/<run id>/model")
     p.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI") or default_uri("hpo_results"),

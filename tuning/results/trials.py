@@ -10,10 +10,10 @@ from dataclasses import dataclass
 import pandas as pd
 import pyarrow.fs as pafs
 
-from tuning.settings import METRIC, TIME_ATTR
-from tuning.storage import Storage
+from tuning.plan.settings import METRIC, TIME_ATTR
+from tuning.record.storage import Storage
 
-DIVERGED_FILE = "diverged.json"  # tuning.trainable.DIVERGED_FILE (not imported: no torch here)
+DIVERGED_FILE = "diverged.json"  # tuning.trial.trainable.DIVERGED_FILE (not imported: no torch here)
 
 TEST_METRIC = "test/acc"
 
@@ -60,7 +60,7 @@ def _history(fs: pafs.FileSystem, trial_dir: str, trial_id: str) -> pd.DataFrame
 
 def best_epoch(hist: pd.DataFrame) -> dict[str, float | int | None]:
     """The first epoch of highest val/acc: its val/acc, test/acc and number (as the trial's
-    ``tuning.best.BestEpoch`` keeps it)."""
+    ``tuning.trial.best.BestEpoch`` keeps it)."""
     if METRIC not in hist or hist[METRIC].isna().all():
         return {"best_val_acc": None, "best_test_acc": None, "best_epoch": None}
     row = hist.loc[hist[METRIC].idxmax()]
