@@ -25,8 +25,11 @@ from spmi.config import TrainConfig
 from spmi.data import load_dataset
 from spmi.models import create_model
 from spmi.trainer import Trainer
-from tuning import evaluate, mlflow_log, publish, trainable
-from tuning.best import BestEpoch
+from tuning.cli import evaluate
+from tuning.record import mlflow_log
+from tuning.results import publish
+from tuning.trial import trainable
+from tuning.trial.best import BestEpoch
 
 FAKE_VAL = [0.50, 0.80, 0.60, 0.70]   # epoch 2 is the best; later epochs are worse
 

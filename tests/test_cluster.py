@@ -29,8 +29,8 @@ from test_search import SEARCH, checkpoints_in_snapshot, common, write_tiny
 
 import datagen
 from spmi.data import DataError, files_checksum
-from tuning import search
-from tuning.storage import open_storage
+from tuning.cli import search
+from tuning.record.storage import open_storage
 
 MISSING = K.missing()
 
@@ -268,7 +268,7 @@ def test_address_refuses_what_other_nodes_cannot_reach(tiny, tmp_path: Path, cap
 
 
 def test_storage_on_s3_plan_and_latest_search(s3: K.S3, tiny, tmp_path: Path, monkeypatch, capsys) -> None:
-    from tuning import plan as P
+    from tuning.plan import search_plan as P
     for k, v in K.CREDENTIALS.items():
         monkeypatch.setenv(k, v)
     monkeypatch.delenv("MLFLOW_S3_ENDPOINT_URL", raising=False)  # search.main sets it: restored afterwards
@@ -300,8 +300,8 @@ def test_storage_on_s3_plan_and_latest_search(s3: K.S3, tiny, tmp_path: Path, mo
 
 
 def test_runtime_env_carries_mlflow_and_object_store_settings_but_not_no_retry(monkeypatch) -> None:
-    from tuning.plan import SearchPlan
-    from tuning.runner import runtime_env
+    from tuning.driver.runner import runtime_env
+    from tuning.plan.search_plan import SearchPlan
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "key")
     monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", "token")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # the driver's fail-fast pre-flight setting
@@ -330,7 +330,7 @@ def test_trial_dataset_checked_and_fetched_on_its_node(tiny, tmp_path: Path) -> 
     import socket
 
     from spmi.config import TrainConfig
-    from tuning.nodedata import node_dataset
+    from tuning.trial.nodedata import node_dataset
     checksum = files_checksum(datagen.md5_table(tiny["data"]))  # --no-verify-data: the driver's files
     cfg = TrainConfig(dataset="fmnist", data_root=str(tiny["data"]), verify_data=False)
     assert node_dataset(cfg, checksum).checksum == checksum
@@ -356,7 +356,7 @@ def test_ray_default_decides_the_placement_group_cleaner(monkeypatch) -> None:
 
     from ray.train.torch import TorchTrainer
 
-    from tuning import ddp
+    from tuning.trial import ddp
     real_import = builtins.__import__
 
     def without_dashboard_deps(name, *args, **kwargs):

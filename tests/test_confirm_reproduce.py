@@ -15,8 +15,8 @@ import pandas as pd
 import pytest
 from test_search import common, epochs_logged, kill_session, run_cli, runs_of, wait_for_resumable, write_tiny
 
-from tuning import confirm, reproduce
-from tuning.stats import interval, separates
+from tuning.cli import confirm, reproduce
+from tuning.results.stats import interval, separates
 
 CONFIRM, REPRODUCE = Path(confirm.__file__).resolve(), Path(reproduce.__file__).resolve()
 
@@ -197,7 +197,7 @@ def test_an_interrupted_driver_says_how_to_continue(monkeypatch: pytest.MonkeyPa
     continues each (exit 130), before any MLflow work."""
     from types import SimpleNamespace
 
-    from tuning import cost_watch, runner
+    from tuning.driver import cost_watch, runner
     states = {"a": "TERMINATED", "b": "ERROR", "c": "PENDING"}
     monkeypatch.setattr(cost_watch, "budget_reached", lambda: False)
     plan = SimpleNamespace(dataset="fmnist", method="spmi", storage_path="s3://b/hpo", storage_endpoint="http://m:9000",

@@ -11,7 +11,8 @@ import pytest
 
 from spmi.config import resolve
 from spmi.data import DATASETS
-from tuning import cost, cost_watch
+from tuning.driver import cost_watch
+from tuning.plan import cost
 
 
 @pytest.mark.parametrize(("max_t", "grace", "rf"), [(8, 1, 2), (8, 2, 2), (500, 15, 3), (9, 1, 3), (20, 20, 3)])
@@ -117,7 +118,7 @@ def test_cost_watch_logs_estimates_and_stops_at_the_budget(monkeypatch, capsys):
 
 def test_search_trainer_measures_the_test_set_only_at_the_last_epoch(tmp_path):
     import datagen
-    from tuning import search
+    from tuning.cli import search
     datagen.write_idx_fmnist(tmp_path / "data", 300, 60)
     common = ["--dataset", "fmnist", "--preset", "quick", "--data-root", str(tmp_path / "data"), "--no-verify-data",
               "--labelled", "20", "--val-size", "50", "--storage-path", str(tmp_path / "hpo")]

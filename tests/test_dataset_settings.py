@@ -10,7 +10,7 @@ from spmi.config import TrainConfig, with_dataset_defaults
 from spmi.data import DATASETS, get_info
 from spmi.methods import get_method
 from spmi.train import build_parser, config_from_args
-from tuning.storage import open_storage
+from tuning.record.storage import open_storage
 
 
 def single_run(*argv: str) -> TrainConfig:
@@ -51,8 +51,8 @@ def test_flags_override_the_dataset_and_other_methods_get_only_their_options() -
 
 
 def test_search_base_agrees_with_a_single_run(tmp_path: Path) -> None:
-    from tuning import plan as P
-    from tuning.search import build_parser as search_parser
+    from tuning.cli.search import build_parser as search_parser
+    from tuning.plan import search_plan as P
     write_cifar100(tmp_path / "data", n_train=3000, n_test=20)
     flags = ["--dataset", "cifar100", "--labelled", "200", "--val-size", "100", "--data-root", str(tmp_path / "data"),
              "--no-verify-data"]
@@ -66,7 +66,7 @@ def test_search_base_agrees_with_a_single_run(tmp_path: Path) -> None:
 
 
 def test_hierarchical_partial_labels_are_a_setting_a_search_can_draw(tmp_path: Path) -> None:
-    from tuning.spaces import load_space
+    from tuning.plan.spaces import load_space
     assert single_run("--dataset", "cifar100", "--partial-labels", "hierarchical").partial_labels == "hierarchical"
     assert single_run("--dataset", "cifar100").partial_labels == "uniform"
     path = tmp_path / "space.yaml"

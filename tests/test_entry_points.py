@@ -19,15 +19,16 @@ PROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())
 SCRIPTS: dict[str, str] = PROJECT["project"]["scripts"]
 # how each CLI is documented to run without an install (cwd: the repository), and its usage line then
 CLASSIC = {"spmi.train": (["-m", "spmi.train"], "python -m spmi.train"),
-           "tuning.search": (["tuning/search.py"], "python tuning/search.py"),
-           "tuning.confirm": (["-m", "tuning.confirm"], "python -m tuning.confirm")}
+           "tuning.cli.search": (["tuning/search.py"], "python tuning/search.py"),
+           "tuning.cli.confirm": (["-m", "tuning.cli.confirm"], "python -m tuning.cli.confirm")}
 
 
 def test_every_cli_has_a_command():
     assert {"spmi-train", "spmi-compare", "spmi-fetch", "spmi-search", "spmi-report", "spmi-confirm",
             "spmi-reproduce", "spmi-evaluate"} <= set(SCRIPTS)
     cli_modules = {"spmi.train", "spmi.compare", "spmi.data.fetch"} | {
-        f"tuning.{p.stem}" for p in (REPO / "tuning").glob("*.py") if "def main(" in p.read_text()}
+        ".".join(p.relative_to(REPO).with_suffix("").parts) for p in (REPO / "tuning").rglob("*.py")
+        if "def main(" in p.read_text()}
     assert {target.split(":")[0] for target in SCRIPTS.values()} == cli_modules
 
 

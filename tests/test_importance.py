@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-from tuning.importance import MIN_TRIALS, at_common_budget
-from tuning.spaces import load_space
+from tuning.plan.spaces import load_space
+from tuning.results.importance import MIN_TRIALS, at_common_budget
 
 SPACE = """\
 method: spmi

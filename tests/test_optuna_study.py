@@ -9,7 +9,7 @@ import pytest
 from optuna.trial import TrialState
 from ray.tune.search.optuna import OptunaSearch
 
-from tuning import optuna_study
+from tuning.record import optuna_study
 
 MAX_EPOCHS = 4
 
@@ -138,8 +138,8 @@ def test_warm_start_copies_evaluated_trials_judged_at_the_new_budget(url):
 def test_cli_warm_start_seeds_the_new_study_before_ray_starts(tmp_path):
     from test_search import common, write_tiny
 
-    from tuning import search
-    from tuning.spaces import load_space
+    from tuning.cli import search
+    from tuning.plan.spaces import load_space
     tiny = write_tiny(tmp_path)
     storage = tmp_path / "hpo"
     url = optuna_study.default_storage(str(storage))

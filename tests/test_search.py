@@ -19,7 +19,8 @@ import pytest
 import datagen
 from spmi.config import TrainConfig
 from spmi.methods.spmi import SPMIOptions
-from tuning import mlflow_log, search
+from tuning.cli import search
+from tuning.record import mlflow_log
 
 SEARCH = Path(search.__file__).resolve()
 SPACE = """\
@@ -187,7 +188,7 @@ def test_three_trial_search_end_to_end(searched: dict, tiny: dict[str, Path]) ->
     assert "report/report.md" in artifacts and "report/learning_curves.png" in artifacts
     assert parent["tags.best_trial_id"].iloc[0] in set(children["tags.trial_id"])
 
-    from tuning import report as report_cli  # standalone, on the finished search
+    from tuning.results import report as report_cli  # standalone, on the finished search
     (report / "report.md").unlink()
     assert report_cli.main([str(storage / "e2e"), "--no-mlflow"]) == 0
     assert (report / "report.md").is_file()
@@ -248,7 +249,7 @@ def test_optuna_study_is_persisted_and_told_what_each_trial_did(searched: dict) 
 
 
 def test_best_model_is_registered_and_gives_its_recorded_test_accuracy(searched: dict) -> None:
-    from tuning import evaluate
+    from tuning.cli import evaluate
     parent = searched["parent"].iloc[0]
     client = searched["client"]
     version = client.get_model_version_by_alias("spmi-fmnist", "best")
@@ -289,8 +290,8 @@ def test_parent_run_carries_the_standard_record(searched: dict) -> None:
 def test_importance_needs_two_trials_and_ranks_the_parameters(tiny: dict[str, Path]) -> None:
     import pandas as pd
 
-    from tuning.importance import fanova
-    from tuning.spaces import load_space
+    from tuning.plan.spaces import load_space
+    from tuning.results.importance import fanova
     space = load_space(tiny["space"], "spmi")
     rows = [{"lr": 0.01 * (1 + i), "warmup": i % 2, "tau": 1.0 + i / 3, "val_acc": 0.5 + 0.04 * i} for i in range(8)]
     assert fanova(pd.DataFrame(rows[:1]), space)[0] == {}
@@ -304,7 +305,7 @@ def test_report_tables_are_github_markdown() -> None:
     """Numbers to 4 significant digits, NaN/None empty, a '|' escaped, one line per row."""
     import pandas as pd
 
-    from tuning.report import markdown_table
+    from tuning.results.report import markdown_table
     frame = pd.DataFrame({"trial": ["t1", "t|2", None], "lr": [0.1, float("nan"), 1e-7], "n": [1, 2, 3],
                           "ok": [True, False, True]})
     assert markdown_table(frame) == ("| trial | lr | n | ok |\n|---|---|---|---|\n| t1 | 0.1 | 1 | True |\n"

@@ -18,10 +18,10 @@ from types import SimpleNamespace
 import pytest
 from test_search import SEARCH, common, epochs_logged, kill_session, run_cli, runs_of, write_tiny
 
-from tuning import search
-from tuning.callbacks import ReleaseTrainGroups
-from tuning.ddp import PG_KEY, release_placement_group
-from tuning.settings import TRAIN_RUNS_DIR
+from tuning.cli import search
+from tuning.driver.callbacks import ReleaseTrainGroups
+from tuning.plan.settings import TRAIN_RUNS_DIR
+from tuning.trial.ddp import PG_KEY, release_placement_group
 
 DDP = ["--workers-per-trial", "2", "--cpus-per-trial", "1"]
 

@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 from test_search import SPACE, common, write_tiny
 
-from tuning import mlflow_log, search
+from tuning.cli import search
+from tuning.record import mlflow_log
 
 
 @pytest.fixture(scope="module")
@@ -26,13 +27,13 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 @pytest.fixture
 def no_ray(monkeypatch: pytest.MonkeyPatch) -> list:
     """``run_search`` (Ray) replaced: reaching it records the call and returns 0."""
-    import tuning.runner
+    import tuning.driver.runner
     calls: list = []
 
     def fake(plan, resumed, address, time_budget=None):
         calls.append((plan, resumed))
         return 0
-    monkeypatch.setattr(tuning.runner, "run_search", fake)
+    monkeypatch.setattr(tuning.driver.runner, "run_search", fake)
     return calls
 
 
@@ -147,7 +148,7 @@ def test_a_second_driver_is_refused_and_a_dead_one_blocks_nothing(tiny, tmp_path
 
 
 def test_the_driver_holds_the_lock_while_it_runs(tiny, tmp_path, monkeypatch) -> None:
-    import tuning.runner
+    import tuning.driver.runner
     storage = tmp_path / "hpo"
     seen = []
 
@@ -156,7 +157,7 @@ def test_the_driver_holds_the_lock_while_it_runs(tiny, tmp_path, monkeypatch) ->
                                text=True, timeout=60)
         seen.append(probe.returncode)
         return 0
-    monkeypatch.setattr(tuning.runner, "run_search", fake)
+    monkeypatch.setattr(tuning.driver.runner, "run_search", fake)
     assert search.main(common(tiny, storage) + ["--max-epochs", "3", "--name", "held"]) == 0
     assert seen and seen[0] != 0  # the probe could not take the lock
 
@@ -170,7 +171,7 @@ def test_resume_after_the_mlflow_store_was_deleted(tiny, tmp_path, capsys, no_ra
     assert search.main(argv) == 0 and len(no_ray) == 1
     (storage / "mlflow.db").unlink()
     # a new driver process (this one keeps the deleted file open through MLflow's engine cache)
-    stub = ("import sys; import tuning.runner as r; r.run_search = lambda *a: 99; from tuning import search; "
+    stub = ("import sys; import tuning.driver.runner as r; r.run_search = lambda *a: 99; from tuning import search; "
             "sys.exit(search.main(sys.argv[1:]))")
     done = subprocess.run([sys.executable, "-c", stub, *argv, "--resume"], capture_output=True, text=True,
                           timeout=300, cwd=Path(__file__).resolve().parent.parent)

@@ -68,7 +68,7 @@ def test_a_trial_config_is_checked_once_and_the_trainer_takes_it_as_it_is(tmp_pa
                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     from spmi.data import load_dataset
     from spmi.trainer import Trainer
-    from tuning.trainable import all_params, trial_config
+    from tuning.trial.trainable import all_params, trial_config
     write_idx_fmnist(tmp_path, n_train=300, n_test=40)
     data = load_dataset("fmnist", tmp_path, verify=False)
     base = {"dataset": "fmnist", "data_root": str(tmp_path), "labelled": 20, "val_size": 30, "unlabelled_size": 64,
@@ -89,7 +89,7 @@ def test_a_trial_config_is_checked_once_and_the_trainer_takes_it_as_it_is(tmp_pa
 
 @pytest.mark.parametrize("name", NOT_SEARCHED)
 def test_a_field_the_search_owns_is_refused_by_set_with_its_flag(name: str) -> None:
-    from tuning.plan import parse_sets
+    from tuning.plan.search_plan import parse_sets
     flag = meta(TrainConfig, name).get("search_flag")
     with pytest.raises(ValueError) as err:
         parse_sets([f"{name}=1"], "spmi", SimpleNamespace(params={}, path=Path("space.yaml")))
@@ -103,7 +103,7 @@ def test_the_search_flags_of_the_fields_the_search_sets() -> None:
 
 
 def test_an_unknown_set_name_names_the_nearest() -> None:
-    from tuning.plan import parse_sets
+    from tuning.plan.search_plan import parse_sets
     with pytest.raises(ValueError, match=r"^--set batchsize: not a TrainConfig field nor an option of method spmi; "
                                          r"did you mean batch_size\?$"):
         parse_sets(["batchsize=3"], "spmi", SimpleNamespace(params={}, path=Path("space.yaml")))
@@ -111,7 +111,7 @@ def test_an_unknown_set_name_names_the_nearest() -> None:
 
 @pytest.mark.parametrize("method", METHODS)
 def test_field_specs_hold_exactly_the_searchable_fields(method: str) -> None:
-    from tuning.fields import field_specs
+    from tuning.plan.fields import field_specs
     options = get_method(method).Options
     specs = field_specs(method)
     assert set(specs) == set(searchable(TrainConfig)) | set(searchable(options))
@@ -151,8 +151,8 @@ def test_a_method_option_change_is_refused_on_resume_unless_declared(method: str
 
 @pytest.mark.parametrize("method", METHODS)
 def test_start_knobs_come_from_the_options_and_name_what_they_delay(method: str, tmp_path: Path) -> None:
-    from tuning.plan import check_budget
-    from tuning.spaces import Param, SearchSpace
+    from tuning.plan.search_plan import check_budget
+    from tuning.plan.spaces import Param, SearchSpace
     options = get_method(method).Options
     space = SearchSpace(tmp_path / "space.yaml", method, None,
                         params={"lr": Param("lr", "loguniform", 0.05, low=0.01, high=0.1, start=0.05)})

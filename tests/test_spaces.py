@@ -13,9 +13,9 @@ import pytest
 
 from spmi.data import DATASETS
 from spmi.methods import list_methods
-from tuning import plan as P
-from tuning.settings import PRESETS, default_space, spaces_dir
-from tuning.spaces import Param, SearchSpace, SpaceError, load_space
+from tuning.plan import search_plan as P
+from tuning.plan.settings import PRESETS, default_space, spaces_dir
+from tuning.plan.spaces import Param, SearchSpace, SpaceError, load_space
 
 METHODS = list_methods()
 PRESET_NAMES = (None, *PRESETS)
@@ -380,7 +380,7 @@ def test_a_copy_in_the_former_format_still_loads(tmp_path: Path) -> None:
 
 def test_reproduce_takes_a_cell_s_paper_and_code_values_from_the_space_resolved_for_its_dataset(
         tmp_path: Path) -> None:
-    from tuning.reproduce import cell_config
+    from tuning.cli.reproduce import cell_config
     assert cell_config("paper", "cifar100", "spmi", tmp_path)[1]["warmup"] == 20
     assert cell_config("paper", "fmnist", "spmi", tmp_path)[1]["warmup"] == 10
     assert cell_config("paper", "cifar100", "cc_fixmatch", tmp_path)[1]["weight_decay"] == 1e-3

@@ -8,8 +8,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from tuning import mlflow_log, trainable
-from tuning.callbacks import CloseTrialRuns
+from tuning.driver.callbacks import CloseTrialRuns
+from tuning.record import mlflow_log
+from tuning.trial import trainable
 
 
 @pytest.fixture(scope="module")

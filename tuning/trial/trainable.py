@@ -20,10 +20,10 @@ from ray.tune import Checkpoint
 
 from spmi.config import TrainConfig, config_from_flat, resolve, resolved
 from spmi.trainer import Diverged, Trainer
-from tuning import mlflow_log
-from tuning.best import BestEpoch, BestTestSchedule
-from tuning.nodedata import node_dataset, node_tags
-from tuning.settings import TIME_ATTR
+from tuning.plan.settings import TIME_ATTR
+from tuning.record import mlflow_log
+from tuning.trial.best import BestEpoch, BestTestSchedule
+from tuning.trial.nodedata import node_dataset, node_tags
 
 CHECKPOINT_FILE, META_FILE = "checkpoint.pt", "trial.json"
 DIVERGED_FILE = "diverged.json"  # in the trial's folder: the trial diverged (read by retries and the report)

@@ -25,17 +25,17 @@ from pathlib import Path
 from typing import Any
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from spmi.cli_options import DefaultsFormatter, invoked_as  # noqa: E402
 from spmi.config import TrainConfig  # noqa: E402
-from tuning import mlflow_log  # noqa: E402
-from tuning import plan as P  # noqa: E402
-from tuning import search as _search_env  # noqa: E402,F401  (the search's Ray/MLflow environment settings)
-from tuning import settings as S  # noqa: E402
-from tuning.grid import GridPlan, all_done, load_grid, results, run_grid  # noqa: E402
-from tuning.paper_table import PAPER_METHODS, PAPER_ROWS, load_numbers  # noqa: E402
-from tuning.runner import finished, interrupted  # noqa: E402
+from tuning.cli import search as _search_env  # noqa: E402,F401  (the search's Ray/MLflow environment settings)
+from tuning.driver.grid import GridPlan, all_done, load_grid, results, run_grid  # noqa: E402
+from tuning.driver.runner import finished, interrupted  # noqa: E402
+from tuning.plan import search_plan as P  # noqa: E402
+from tuning.plan import settings as S  # noqa: E402
+from tuning.plan.paper_table import PAPER_METHODS, PAPER_ROWS, load_numbers  # noqa: E402
+from tuning.record import mlflow_log  # noqa: E402
 
 PLAN_FILE, ROLE, TABLE_DIR = "reproduce.json", "reproduce", "table"
 
@@ -144,7 +144,7 @@ def _paper_row(dataset: str) -> tuple[int, float]:
 
 def cell_config(source: str, dataset: str, method: str, storage: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     """(base values, the cell's own values) of a source."""
-    from tuning.spaces import load_space
+    from tuning.plan.spaces import load_space
     if source.startswith("search:"):
         name = source[len("search:"):]
         search = P.load_plan(str(storage / name))
@@ -281,7 +281,7 @@ def table(grid: GridPlan) -> Any:
     (final epoch; and at the best-val epoch), val/acc, the paper's number and the difference."""
     import pandas as pd
 
-    from tuning.stats import interval
+    from tuning.results.stats import interval
     runs = results(grid)
     rows = []
     for key, cell in grid.cells.items():
@@ -311,7 +311,7 @@ def table(grid: GridPlan) -> Any:
 def render(grid: GridPlan, frame: Any) -> str:
     import pandas as pd
 
-    from tuning.report import markdown_table
+    from tuning.results.report import markdown_table
     methods = grid.extra["methods"]
     lines = []
     for (ds, labelled, rate), group in frame.groupby(["dataset", "labelled", "partial_rate"], sort=False):
@@ -351,7 +351,7 @@ def render(grid: GridPlan, frame: Any) -> str:
 
 
 def figure(grid: GridPlan, frame: Any, path: Path) -> Path | None:
-    from tuning import plots
+    from tuning.results import plots
     ran = frame[frame["status"] == "ran"]
     if ran.empty:
         return None
@@ -408,7 +408,7 @@ def _num(v: float) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from spmi.data import DataError
-    from tuning.spaces import SpaceError
+    from tuning.plan.spaces import SpaceError
     try:
         grid, resumed = prepare(args)
     except (ValueError, DataError, SpaceError) as err:

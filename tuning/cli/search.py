@@ -27,7 +27,7 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS", "0")
 os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # no "creating tables" lines
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the compact CLIReporter table of tuning/runner.py
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
@@ -36,12 +36,12 @@ from spmi.config import TrainConfig  # noqa: E402
 from spmi.data import DATASETS, DataError  # noqa: E402
 from spmi.methods import list_methods  # noqa: E402
 from spmi.options import meta  # noqa: E402
-from tuning import mlflow_log  # noqa: E402
-from tuning import plan as P  # noqa: E402
-from tuning import settings as S  # noqa: E402
-from tuning.lock import SearchLock  # noqa: E402
-from tuning.settings import PRESETS  # noqa: E402
-from tuning.storage import Storage, open_storage  # noqa: E402
+from tuning.driver.lock import SearchLock  # noqa: E402
+from tuning.plan import search_plan as P  # noqa: E402
+from tuning.plan import settings as S  # noqa: E402
+from tuning.plan.settings import PRESETS  # noqa: E402
+from tuning.record import mlflow_log  # noqa: E402
+from tuning.record.storage import Storage, open_storage  # noqa: E402
 
 
 def command() -> str:
@@ -163,7 +163,7 @@ def check_cluster_reach(address: str | None, storage: Storage, tracking_uri: str
 
 def prepare(args: argparse.Namespace) -> tuple[P.SearchPlan, bool]:
     """Resolve and check everything (no Ray yet); returns the plan and whether it resumes."""
-    from tuning.spaces import SpaceError  # noqa: F401  (a ValueError)
+    from tuning.plan.spaces import SpaceError  # noqa: F401  (a ValueError)
     storage = open_storage(args.storage_path, args.storage_endpoint)
     if args.address and args.tracking_uri:
         check_cluster_reach(args.address, storage, args.tracking_uri, args.shared_storage)
@@ -202,8 +202,8 @@ def prepare(args: argparse.Namespace) -> tuple[P.SearchPlan, bool]:
 
 def start_tracking(plan: P.SearchPlan) -> None:
     """Create the search's MLflow experiment and parent run; save the plan."""
-    from tuning import optuna_study
-    from tuning.trainable import all_params, split_profile
+    from tuning.record import optuna_study
+    from tuning.trial.trainable import all_params, split_profile
     study = optuna_study.create_study(plan.optuna_storage, plan.name, plan.mode, plan.study_attrs)
     if plan.warm_start:
         copied, skipped = optuna_study.warm_start(study, plan.optuna_storage, plan.warm_start,
@@ -259,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.storage_endpoint and args.storage_path.startswith("s3://"):
         # MLflow's S3 artifact client (an embedded store's artifacts) reads this one
         os.environ.setdefault("MLFLOW_S3_ENDPOINT_URL", args.storage_endpoint)
-    from tuning import cost
+    from tuning.plan import cost
     try:
         budget = cost.parse_duration(args.time_budget) if args.time_budget else None
         plan, resumed = prepare(args)
@@ -282,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
                 return 2
         if plan.gpus_per_trial == 0 and plan.workers_per_trial == 1:  # GPUs: the running estimate only
             print("\n".join(cost.start_message(plan, cost.core_matmul_flops())), flush=True)
-        from tuning.runner import run_search
+        from tuning.driver.runner import run_search
         return run_search(plan, resumed, args.address, budget)
 
 

@@ -10,10 +10,10 @@ from dataclasses import dataclass
 import pandas as pd
 import pyarrow.fs as pafs
 
-from tuning.settings import METRIC, TIME_ATTR
-from tuning.storage import Storage
+from tuning.plan.settings import METRIC, TIME_ATTR
+from tuning.record.storage import Storage
 
-DIVERGED_FILE = "diverged.json"  # tuning.trainable.DIVERGED_FILE (not imported: no torch here)
+DIVERGED_FILE = "diverged.json"  # tuning.trial.trainable.DIVERGED_FILE (not imported: no torch here)
 
 TEST_METRIC, TEST_EPOCH = "test/acc", "test/epoch"  # test/epoch: the trainer's 0-based epoch of test/acc
 BEST_TEST, BEST_EPOCH = "best/test_acc", "best/epoch"
@@ -61,7 +61,7 @@ def _history(fs: pafs.FileSystem, trial_dir: str, trial_id: str) -> pd.DataFrame
 
 def best_epoch(hist: pd.DataFrame) -> dict[str, float | int | None]:
     """The first epoch of highest val/acc: its val/acc, number and test/acc (as the trial's
-    ``tuning.best.BestEpoch`` keeps them). The test accuracy is the last record's
+    ``tuning.trial.best.BestEpoch`` keeps them). The test accuracy is the last record's
     ``best/test_acc`` when it is that epoch's (trials measure it where they may end), else
     the epoch's own ``test/acc`` if it was measured then (records of older searches)."""
     if METRIC not in hist or hist[METRIC].isna().all():

@@ -33,12 +33,12 @@ from ray.tune.integration.ray_train import TuneReportCallback
 
 from spmi.distributed import DistComm, assert_in_sync
 from spmi.trainer import Diverged, Trainer
-from tuning import mlflow_log
-from tuning.best import BestEpoch, BestTestSchedule
-from tuning.nodedata import node_dataset
-from tuning.settings import TIME_ATTR
-from tuning.storage import Storage
-from tuning.trainable import (
+from tuning.plan.settings import TIME_ATTR
+from tuning.record import mlflow_log
+from tuning.record.storage import Storage
+from tuning.trial.best import BestEpoch, BestTestSchedule
+from tuning.trial.nodedata import node_dataset
+from tuning.trial.trainable import (
     CHECKPOINT_FILE,
     TrialDiverged,
     close_diverged,

@@ -21,8 +21,8 @@ import torch
 from torch import Tensor, nn
 
 from spmi.models import create_model
-from tuning import mlflow_log
-from tuning.best import BestEpoch
+from tuning.record import mlflow_log
+from tuning.trial.best import BestEpoch
 
 ALIAS, MODEL_NAME = "best", "model"
 NETWORK_KEYS = ("model", "num_classes", "channels", "size", "mean", "std", "channels_last", "precision")

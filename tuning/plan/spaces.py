@@ -21,14 +21,14 @@ import yaml
 from spmi.data import DATASETS
 from spmi.methods import get_method
 from spmi.options import start_knobs
-from tuning.fields import FieldSpec, coerce, field_specs, nearest_hint
-from tuning.settings import PRESETS
-from tuning.yaml_lines import Lines, LocatedError, load_with_lines
+from tuning.plan.fields import FieldSpec, coerce, field_specs, nearest_hint
+from tuning.plan.settings import PRESETS
+from tuning.plan.yaml_lines import Lines, LocatedError, load_with_lines
 
 SpaceError = LocatedError
 DISTRIBUTIONS = {"uniform": float, "loguniform": float, "int": int, "logint": int, "categorical": None}
 TOP_KEYS = ("description", "method", "dataset", "settings", "fixed", "params")
-# a file's overrides: per dataset (registry names) and per preset (``tuning.settings.PRESETS``)
+# a file's overrides: per dataset (registry names) and per preset (``tuning.plan.settings.PRESETS``)
 OVERRIDES = {"datasets": DATASETS, "presets": PRESETS}
 OVERRIDE_KEYS = ("description", "settings", "fixed", "params")
 PARAM_KEYS = ("distribution", "low", "high", "step", "choices", "paper", "code", "start", "note")

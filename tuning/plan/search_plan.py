@@ -31,11 +31,11 @@ from spmi.data import (
 )
 from spmi.methods import get_method
 from spmi.options import meta
-from tuning import mlflow_log, optuna_study
-from tuning import settings as S
-from tuning.fields import coerce, field_specs, nearest_hint, owned_by_search
-from tuning.spaces import SearchSpace, load_space
-from tuning.storage import Storage, is_uri, open_storage
+from tuning.plan import settings as S
+from tuning.plan.fields import coerce, field_specs, nearest_hint, owned_by_search
+from tuning.plan.spaces import SearchSpace, load_space
+from tuning.record import mlflow_log, optuna_study
+from tuning.record.storage import Storage, is_uri, open_storage
 
 PLAN_FILE, SPACE_COPY = "search.json", "space.yaml"
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -44,7 +44,7 @@ NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 @dataclass
 class SearchPlan:
     """Everything a search (and its resumption and report) needs; JSON-serialisable.
-    ``storage_path`` is an absolute local folder or a URI (see tuning.storage)."""
+    ``storage_path`` is an absolute local folder or a URI (see tuning.record.storage)."""
 
     name: str
     storage_path: str

@@ -11,7 +11,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import matplotlib.ticker as ticker  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from tuning.settings import METRIC, TIME_ATTR  # noqa: E402
+from tuning.plan.settings import METRIC, TIME_ATTR  # noqa: E402
 
 
 def learning_curves(history: pd.DataFrame, best_id: str | None, path: Path) -> Path:

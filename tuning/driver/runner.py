@@ -16,11 +16,14 @@ from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search import ConcurrencyLimiter
 
 from spmi.cli_options import invoked_as
-from tuning import best, cost, cost_watch, mlflow_log, optuna_study
-from tuning.callbacks import CloseTrialRuns, ReleaseTrainGroups
-from tuning.plan import SearchPlan
-from tuning.settings import DRIVER_CPU, DRIVER_HEADROOM_CPUS, REPO_ROOT, TIME_ATTR, TRAIN_RUNS_DIR
-from tuning.trainable import train_trial
+from tuning.driver import cost_watch
+from tuning.driver.callbacks import CloseTrialRuns, ReleaseTrainGroups
+from tuning.plan import cost
+from tuning.plan.search_plan import SearchPlan
+from tuning.plan.settings import DRIVER_CPU, DRIVER_HEADROOM_CPUS, REPO_ROOT, TIME_ATTR, TRAIN_RUNS_DIR
+from tuning.record import mlflow_log, optuna_study
+from tuning.trial import best
+from tuning.trial.trainable import train_trial
 
 # the environment every node's trials need: MLflow (tracking URI, S3 endpoint of artifacts,
 # credentials) and the object store (AWS_* credentials, region, endpoint), plus the few
@@ -119,7 +122,7 @@ def trainable(plan: SearchPlan) -> Any:
     """The trial function with the search's constants bound (same on restore)."""
     meta = trial_meta(plan)
     if plan.workers_per_trial > 1:  # the trial drives a Ray Train run whose workers hold the resources
-        from tuning.ddp import train_trial_ddp
+        from tuning.trial.ddp import train_trial_ddp
         meta |= {"workers": plan.workers_per_trial, "gpus": plan.gpus_per_trial, "check_sync": plan.check_sync,
                  "storage": [plan.storage_path, plan.storage_endpoint],
                  "train_storage": [plan.name, TRAIN_RUNS_DIR]}
@@ -236,7 +239,7 @@ def finish(plan: SearchPlan, states: dict[str, str]) -> int:
     """Close the runs, write and log the report, print the outcome."""
     done = finished(states)
     if done < plan.num_samples and cost_watch.budget_reached():  # a report of what finished
-        from tuning.report import make_report
+        from tuning.results.report import make_report
         print(make_report(plan.experiment_path, endpoint=plan.storage_endpoint).summary(), flush=True)
     if done < plan.num_samples:
         endpoint = f" --storage-endpoint {plan.storage_endpoint}" if plan.storage_endpoint else ""
@@ -253,11 +256,11 @@ def finish(plan: SearchPlan, states: dict[str, str]) -> int:
                             "closing the trial runs")
     if plan.optuna_storage:
         optuna_study.fail_running(plan.optuna_storage, plan.name)
-    from tuning.report import make_report
+    from tuning.results.report import make_report
     report = make_report(plan.experiment_path, endpoint=plan.storage_endpoint)
     published = None
     try:
-        from tuning.publish import publish_search_best
+        from tuning.results.publish import publish_search_best
         published = publish_search_best(plan, report.best)
     except Exception as err:  # the search's results stand without the published model
         print(f"warning: could not log or register the best model in MLflow: {err}", file=sys.stderr)

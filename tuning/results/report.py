@@ -22,17 +22,18 @@ from pathlib import Path
 from typing import Any
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import pandas as pd  # noqa: E402
 
 from spmi import tables  # noqa: E402
 from spmi.cli_options import DefaultsFormatter, invoked_as  # noqa: E402
-from tuning import mlflow_log, plots  # noqa: E402
-from tuning.importance import Importance, at_common_budget  # noqa: E402
-from tuning.plan import SearchPlan, load_plan  # noqa: E402
-from tuning.storage import Storage  # noqa: E402
-from tuning.trials import Trials, read_trials  # noqa: E402
+from tuning.plan.search_plan import SearchPlan, load_plan  # noqa: E402
+from tuning.record import mlflow_log  # noqa: E402
+from tuning.record.storage import Storage  # noqa: E402
+from tuning.results import plots  # noqa: E402
+from tuning.results.importance import Importance, at_common_budget  # noqa: E402
+from tuning.results.trials import Trials, read_trials  # noqa: E402
 
 REPORT_DIR = "report"
 
@@ -71,7 +72,7 @@ def mlflow_hint(plan: SearchPlan) -> str:
     else:
         line = f"MLflow: {plan.tracking_uri} (experiment {plan.name!r})"
     if plan.optuna_storage:
-        from tuning.optuna_study import dashboard_hint
+        from tuning.record.optuna_study import dashboard_hint
         line += "\n" + dashboard_hint(plan.optuna_storage, plan.name)
     return line
 

@@ -3,7 +3,7 @@
 
 From the second result of any trial on it measures seconds per epoch (the median gap
 between a trial's consecutive results: training, evaluation, logging, checkpoint), and at
-most once a minute prints the remaining wall time estimated by ``tuning.cost`` and logs it
+most once a minute prints the remaining wall time estimated by ``tuning.plan.cost`` and logs it
 to the search's parent MLflow run (metric ``search/remaining_s``, tag
 ``search.remaining``). When the budget of this driver session is spent it sends itself
 SIGUSR1, Tune's graceful stop: the experiment state is saved and the search is resumable.
@@ -20,8 +20,9 @@ from typing import Any
 
 from ray.tune import Callback
 
-from tuning import cost, mlflow_log
-from tuning.settings import TIME_ATTR
+from tuning.plan import cost
+from tuning.plan.settings import TIME_ATTR
+from tuning.record import mlflow_log
 
 log = logging.getLogger(__name__)
 REPORT_EVERY_S = 60.0

@@ -23,14 +23,14 @@ from pathlib import Path
 from typing import Any
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from spmi.cli_options import DefaultsFormatter, invoked_as  # noqa: E402
-from tuning import mlflow_log  # noqa: E402
-from tuning import plan as P  # noqa: E402
-from tuning import search as _search_env  # noqa: E402,F401  (the search's Ray/MLflow environment settings)
-from tuning.grid import GridPlan, all_done, load_grid, results, run_grid  # noqa: E402
-from tuning.runner import finished, interrupted  # noqa: E402
+from tuning.cli import search as _search_env  # noqa: E402,F401  (the search's Ray/MLflow environment settings)
+from tuning.driver.grid import GridPlan, all_done, load_grid, results, run_grid  # noqa: E402
+from tuning.driver.runner import finished, interrupted  # noqa: E402
+from tuning.plan import search_plan as P  # noqa: E402
+from tuning.record import mlflow_log  # noqa: E402
 
 GRID_NAME, PLAN_FILE, ROLE = "confirm", "confirm.json", "confirm"
 METRICS = {"val_acc": "val/acc", "test_acc": "test/acc (final epoch)", "best_test_acc": "test/acc (best-val epoch)"}
@@ -64,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
 def top_configurations(search: P.SearchPlan, k: int) -> list[dict[str, Any]]:
     """The search's ``k`` best distinct configurations: trials trained to max_epochs first,
     then by final val/acc (trials ASHA stopped only when too few finished)."""
-    from tuning.trials import read_trials
+    from tuning.results.trials import read_trials
     space = search.space()
     table = read_trials(search.storage, search.name, list(space.params), search.max_epochs).completed().copy()
     if table.empty:
@@ -130,7 +130,7 @@ def prepare(args: argparse.Namespace) -> tuple[GridPlan, P.SearchPlan, bool]:
 def summary(grid: GridPlan) -> tuple[Any, Any, dict[str, Any]]:
     """Per-run table, per-configuration summary and the verdict (chosen configuration,
     separation by val/acc and by final test/acc)."""
-    from tuning.stats import separates, summarise
+    from tuning.results.stats import separates, summarise
     runs = results(grid)
     table = summarise(runs, "cell", METRICS)
     ranks = {f"rank{c['rank']}": c for c in grid.extra["top"]}
@@ -169,7 +169,7 @@ def statement(verdict: dict[str, Any], k: int) -> str:
 
 
 def render(grid: GridPlan, search: P.SearchPlan, runs: Any, table: Any, verdict: dict[str, Any]) -> str:
-    from tuning.report import markdown_table
+    from tuning.results.report import markdown_table
     cols = ["cell", "n", "search_val_acc"]
     for metric in METRICS.values():
         cols += [f"{metric}/mean", f"{metric}/std", f"{metric}/lo", f"{metric}/hi"]

@@ -19,7 +19,7 @@ import torch
 
 from spmi.checkpoint import load, save_atomic
 from spmi.trainer import Trainer
-from tuning.settings import METRIC, TIME_ATTR
+from tuning.plan.settings import METRIC, TIME_ATTR
 
 BEST_FILE = "best.pt"
 TEST_METRIC, TEST_EPOCH = "test/acc", "test/epoch"

@@ -21,8 +21,8 @@ from typing import Any
 import pandas as pd
 
 from spmi.atomic import write_atomic
-from tuning import mlflow_log
-from tuning.settings import DRIVER_CPU, TRAIN_RUNS_DIR
+from tuning.plan.settings import DRIVER_CPU, TRAIN_RUNS_DIR
+from tuning.record import mlflow_log
 
 
 @dataclass
@@ -53,7 +53,7 @@ class GridPlan:
     @property
     def storage(self) -> Any:
         """The grid's storage (a local folder or a shared mount), as the search runner reads it."""
-        from tuning.storage import open_storage
+        from tuning.record.storage import open_storage
         return open_storage(self.storage_path)
 
     @property
@@ -80,10 +80,10 @@ def grid_trial(config: dict[str, Any], cells: dict[str, dict[str, Any]], meta: d
     values = {**cell["values"], "seed": int(config["seed"])}
     meta = {**meta, "tags": {**cell.get("tags", {}), "cell": config["cell"], "seed": int(config["seed"])}}
     if int(meta.get("workers", 1)) > 1:
-        from tuning.ddp import train_trial_ddp
+        from tuning.trial.ddp import train_trial_ddp
         train_trial_ddp(values, cell["base"], meta)
     else:
-        from tuning.trainable import train_trial
+        from tuning.trial.trainable import train_trial
         train_trial(values, cell["base"], meta)
 
 
@@ -105,9 +105,9 @@ def trainable(plan: GridPlan) -> Any:
 def build_tuner(plan: GridPlan) -> Any:
     from ray import tune
 
-    from tuning.callbacks import CloseTrialRuns, ReleaseTrainGroups
-    from tuning.runner import trial_dirname
-    from tuning.settings import METRIC, MODE
+    from tuning.driver.callbacks import CloseTrialRuns, ReleaseTrainGroups
+    from tuning.driver.runner import trial_dirname
+    from tuning.plan.settings import METRIC, MODE
     return tune.Tuner(
         trainable(plan),
         param_space={"cell": tune.grid_search(list(plan.cells)), "seed": tune.grid_search(list(plan.seeds))},
@@ -128,7 +128,7 @@ def run_grid(plan: GridPlan, resumed: bool, address: str | None) -> dict[str, st
     import ray
     from ray import tune
 
-    from tuning.runner import check_cluster, start_ray, trial_states
+    from tuning.driver.runner import check_cluster, start_ray, trial_states
     start_ray(address, plan.workers_per_trial)
     signal.signal(signal.SIGTERM, lambda *_: os.kill(os.getpid(), signal.SIGINT))
     try:
@@ -157,8 +157,8 @@ def all_done(plan: GridPlan, states: dict[str, str]) -> bool:
 
 def results(plan: GridPlan) -> pd.DataFrame:
     """One row per run: cell, seed, status, epochs, final val/acc and test/acc, and the
-    best-val epoch's val/acc, test/acc and number (``tuning.trials`` columns)."""
-    from tuning.storage import open_storage
-    from tuning.trials import read_trials
+    best-val epoch's val/acc, test/acc and number (``tuning.results.trials`` columns)."""
+    from tuning.record.storage import open_storage
+    from tuning.results.trials import read_trials
     table = read_trials(open_storage(plan.storage_path), plan.name, ["cell", "seed"], plan.epochs).table
     return table.drop(columns=["trial_dir"]).sort_values(["cell", "seed"]).reset_index(drop=True)

@@ -22,7 +22,7 @@ import optuna
 from optuna.trial import TrialState
 from ray.tune.search.optuna import OptunaSearch
 
-from tuning.settings import TIME_ATTR
+from tuning.plan.settings import TIME_ATTR
 
 log = logging.getLogger(__name__)
 STORAGE_FILE = "optuna.db"

@@ -6,7 +6,7 @@ from __future__ import annotations
 import importlib.resources
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent  # holds spmi/ and tuning/: a checkout, or site-packages
+REPO_ROOT = Path(__file__).resolve().parents[2]  # holds spmi/ and tuning/: a checkout, or site-packages
 SPACES_PACKAGE = "search_spaces"  # the shipped spaces, package data (imported by the driver only)
 METRIC, MODE = "val/acc", "max"
 TIME_ATTR = "epoch"          # epochs completed (1-based), reported by every trial
@@ -20,7 +20,7 @@ DRIVER_HEADROOM_CPUS = 1     # logical CPUs a local Ray gets on top of the cores
 TRAIN_RUNS_DIR = "train_runs"  # <experiment>/train_runs/train-<trial_id>/epoch_NNNN: DDP checkpoints
 
 # presets: search settings (plan fields) and config values (``config``); the CLI overrides both.
-# A space file may narrow its ranges for a preset (its ``presets:`` section, see tuning.spaces)
+# A space file may narrow its ranges for a preset (its ``presets:`` section, see tuning.plan.spaces)
 PRESETS: dict[str, dict[str, object]] = {
     "quick": {
         "num_samples": 8, "max_epochs": 8, "grace_margin": 2, "reduction_factor": 2,

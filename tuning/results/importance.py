@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from tuning.settings import METRIC, TIME_ATTR
-from tuning.spaces import SearchSpace
+from tuning.plan.settings import METRIC, TIME_ATTR
+from tuning.plan.spaces import SearchSpace
 
 MIN_TRIALS = 10   # below this many trials an importance means little (flagged in the report)
 EVALUATORS = ("fANOVA", "PED-ANOVA")

@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
 
@@ -33,7 +33,7 @@ def evaluate(model_uri: str, tracking_uri: str, data_root: str | None = None, de
 
     from spmi.data import load_dataset
     from spmi.evaluate import count_correct
-    from tuning.publish import load_published
+    from tuning.results.publish import load_published
     model, meta = load_published(model_uri, tracking_uri, device)
     verify = meta.get("verify_data", True) if verify is None else verify
     data = load_dataset(meta["dataset"], data_root or meta["data_root"], verify=bool(verify))
@@ -47,8 +47,8 @@ def evaluate(model_uri: str, tracking_uri: str, data_root: str | None = None, de
 
 
 def main(argv: list[str] | None = None) -> int:
-    from tuning.mlflow_log import default_uri
-    p = argparse.ArgumentParser(prog=invoked_as("tuning.evaluate", "python tuning/evaluate.py"),
+    from tuning.record.mlflow_log import default_uri
+    p = argparse.ArgumentParser(prog=invoked_as("tuning.cli.evaluate", "python tuning/evaluate.py"),
                                 description=__doc__.split("\n\n")[0], formatter_class=DefaultsFormatter)
     p.add_argument("model", help="models:/<method>-<dataset>@best, models:/<name>/<version> or runs:/<run id>/model")
     p.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI") or default_uri("hpo_results"),

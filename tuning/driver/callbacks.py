@@ -12,8 +12,8 @@ from typing import Any
 
 from ray.tune import Callback
 
-from tuning import mlflow_log
-from tuning.settings import METRIC, TIME_ATTR
+from tuning.plan.settings import METRIC, TIME_ATTR
+from tuning.record import mlflow_log
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ class CloseTrialRuns(Callback):
                 log.warning("could not update the search's best result in MLflow: %s", err)
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        from tuning.trainable import diverged_record
+        from tuning.trial.trainable import diverged_record
         tags: dict[str, Any] = {mlflow_log.STATUS_TAG: "ERROR"}
         folder = trial_folder(trial)
         diverged = diverged_record(folder) if folder is not None else None
@@ -85,7 +85,7 @@ def trial_folder(trial: Any) -> Path | None:
 
 class ReleaseTrainGroups(Callback):
     """DDP trials: when Tune is done with a trial (or retries it), remove its Ray Train
-    worker placement group, which a killed trial actor leaves reserved (see tuning.ddp)."""
+    worker placement group, which a killed trial actor leaves reserved (see tuning.trial.ddp)."""
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._release(trial)
@@ -97,7 +97,7 @@ class ReleaseTrainGroups(Callback):
         self._release(trial)
 
     def _release(self, trial: Any) -> None:
-        from tuning.ddp import PG_KEY, release_placement_group
+        from tuning.trial.ddp import PG_KEY, release_placement_group
         try:
             release_placement_group((trial.last_result or {}).get(PG_KEY))
         except Exception as err:  # never stop the search over it
