@@ -19,7 +19,8 @@ from test_search import common, epochs_logged, kill_session, run_cli, runs_of, w
 from tuning.cli import confirm, reproduce
 from tuning.results.stats import interval, separates
 
-CONFIRM, REPRODUCE = Path(confirm.__file__).resolve(), Path(reproduce.__file__).resolve()
+REPO = Path(__file__).resolve().parent.parent
+CONFIRM, REPRODUCE = REPO / "tuning" / "confirm.py", REPO / "tuning" / "reproduce.py"  # the scripts (shims)
 
 
 def kill_then_resume(script: Path, args: list[str], folder: Path, cwd: Path, resume: list[str]) -> str:

@@ -22,14 +22,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-if __name__ == "__main__":
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-
-from tuning.cli import search as _search_env  # noqa: E402,F401  (the search's Ray/MLflow environment settings)
-from tuning.driver.grid import GridPlan, all_done, load_grid, results, run_grid  # noqa: E402
-from tuning.driver.runner import finished, interrupted  # noqa: E402
-from tuning.plan import search_plan as P  # noqa: E402
-from tuning.record import mlflow_log  # noqa: E402
+from tuning.cli.environment import apply_environment
+from tuning.driver.grid import GridPlan, all_done, load_grid, results, run_grid
+from tuning.driver.runner import finished, interrupted
+from tuning.plan import search_plan as P
+from tuning.record import mlflow_log
 
 GRID_NAME, PLAN_FILE, ROLE = "confirm", "confirm.json", "confirm"
 METRICS = {"val_acc": "val/acc", "test_acc": "test/acc (final epoch)", "best_test_acc": "test/acc (best-val epoch)"}
@@ -221,6 +218,7 @@ def _num(v: float) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    apply_environment()
     args = build_parser().parse_args(argv)
     from spmi.data import DataError
     try:
@@ -239,6 +237,3 @@ def main(argv: list[str] | None = None) -> int:
                            f"tuning/confirm.py {search.name} --storage-path {search.storage_path} --resume")
     return finish(grid, search)
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -24,16 +24,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-if __name__ == "__main__":
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-
-from tuning.cli import search as _search_env  # noqa: E402,F401  (the search's Ray/MLflow environment settings)
-from tuning.driver.grid import GridPlan, all_done, load_grid, results, run_grid  # noqa: E402
-from tuning.driver.runner import finished, interrupted  # noqa: E402
-from tuning.plan import search_plan as P  # noqa: E402
-from tuning.plan import settings as S  # noqa: E402
-from tuning.plan.paper_table import PAPER_METHODS, PAPER_ROWS, load_numbers  # noqa: E402
-from tuning.record import mlflow_log  # noqa: E402
+from tuning.cli.environment import apply_environment
+from tuning.driver.grid import GridPlan, all_done, load_grid, results, run_grid
+from tuning.driver.runner import finished, interrupted
+from tuning.plan import search_plan as P
+from tuning.plan import settings as S
+from tuning.plan.paper_table import PAPER_METHODS, PAPER_ROWS, load_numbers
+from tuning.record import mlflow_log
 
 PLAN_FILE, ROLE, TABLE_DIR = "reproduce.json", "reproduce", "table"
 
@@ -397,6 +394,7 @@ def _num(v: float) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    apply_environment()
     args = build_parser().parse_args(argv)
     from spmi.data import DataError
     from tuning.plan.spaces import SpaceError
@@ -426,6 +424,3 @@ def main(argv: list[str] | None = None) -> int:
                            f"tuning/reproduce.py --storage-path {grid.storage_path} --name {grid.name}")
     return finish(grid)
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -18,26 +18,14 @@ import sys
 import time
 from pathlib import Path
 
-# before ray is imported: snapshot the experiment state every second, so a killed driver
-# loses at most about one epoch per running trial; trials keep the driver's working folder
-os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")
-os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")
-os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-os.environ.setdefault("RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS", "0")
-os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # no "creating tables" lines
-os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the compact CLIReporter table of tuning/runner.py
-REPO_ROOT = Path(__file__).resolve().parents[2]
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
-
-from spmi.data import DATASETS, DataError  # noqa: E402
-from spmi.methods import list_methods  # noqa: E402
-from tuning.driver.lock import SearchLock  # noqa: E402
-from tuning.plan import search_plan as P  # noqa: E402
-from tuning.plan.settings import PRESETS  # noqa: E402
-from tuning.record import mlflow_log  # noqa: E402
-from tuning.record.storage import Storage, open_storage  # noqa: E402
+from spmi.data import DATASETS, DataError
+from spmi.methods import list_methods
+from tuning.cli.environment import apply_environment
+from tuning.driver.lock import SearchLock
+from tuning.plan import search_plan as P
+from tuning.plan.settings import PRESETS
+from tuning.record import mlflow_log
+from tuning.record.storage import Storage, open_storage
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -211,6 +199,7 @@ def note(plan: P.SearchPlan) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    apply_environment()
     args = build_parser().parse_args(argv)
     if args.storage_endpoint and args.storage_path.startswith("s3://"):
         # MLflow's S3 artifact client (an embedded store's artifacts) reads this one
@@ -242,5 +231,3 @@ def main(argv: list[str] | None = None) -> int:
         return run_search(plan, resumed, args.address, budget)
 
 
-if __name__ == "__main__":
-    sys.exit(main())

@@ -17,6 +17,7 @@ from ray.tune.search import ConcurrencyLimiter
 
 from tuning.driver import cost_watch
 from tuning.driver.callbacks import CloseTrialRuns, ReleaseTrainGroups
+from tuning.driver.searcher import AshaOptunaSearch
 from tuning.plan import cost
 from tuning.plan.search_plan import SearchPlan
 from tuning.plan.settings import DRIVER_CPU, DRIVER_HEADROOM_CPUS, REPO_ROOT, TIME_ATTR, TRAIN_RUNS_DIR
@@ -126,14 +127,13 @@ def trial_dirname(trial: Any) -> str:
     return f"trial_{trial.trial_id}"
 
 
-def make_searcher(plan: SearchPlan, space: Any) -> optuna_study.AshaOptunaSearch:
+def make_searcher(plan: SearchPlan, space: Any) -> AshaOptunaSearch:
     """TPE with the plan's explicit settings on the search's persistent study."""
     tpe = plan.tpe or optuna_study.tpe_settings(plan.num_samples, plan.max_concurrent, plan.seed)
-    storage = optuna_study.storage(plan.optuna_storage) if plan.optuna_storage else None
-    return optuna_study.AshaOptunaSearch(
-        space=space.to_optuna, metric=plan.metric, mode=plan.mode, points_to_evaluate=space.points_to_evaluate(),
-        sampler=optuna_study.make_sampler(tpe), study_name=plan.name if storage is not None else None,
-        storage=storage, max_epochs=plan.max_epochs)
+    return AshaOptunaSearch(space=space.to_optuna, metric=plan.metric, mode=plan.mode,
+                            storage_url=plan.optuna_storage, study_name=plan.name,
+                            sampler=optuna_study.make_sampler(tpe), max_epochs=plan.max_epochs,
+                            points_to_evaluate=space.points_to_evaluate())
 
 
 def build_tuner(plan: SearchPlan) -> tune.Tuner:

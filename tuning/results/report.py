@@ -1,15 +1,10 @@
-#!/usr/bin/env python
 """Report of a search: best configuration, table of all trials (parquet + markdown),
 importance at a common budget (fANOVA, PED-ANOVA) and plots, written to ``<experiment>/report/``
-(a folder or object storage) and logged as artifacts of the search's parent MLflow run.
-
-    python tuning/report.py hpo_results/spmi-fmnist-20250101-120000 [--no-mlflow]
-    python tuning/report.py s3://bucket/hpo/spmi-fmnist-20250101-120000 --storage-endpoint http://minio:9000
-"""
+(a folder or object storage) and logged as artifacts of the search's parent MLflow run
+(the command: ``tuning.cli.report``)."""
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import dataclasses
 import json
@@ -21,18 +16,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-if __name__ == "__main__":
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+import pandas as pd
 
-import pandas as pd  # noqa: E402
-
-from spmi import tables  # noqa: E402
-from tuning.plan.search_plan import SearchPlan, load_plan  # noqa: E402
-from tuning.record import mlflow_log  # noqa: E402
-from tuning.record.storage import Storage  # noqa: E402
-from tuning.results import plots  # noqa: E402
-from tuning.results.importance import Importance, at_common_budget  # noqa: E402
-from tuning.results.trials import Trials, read_trials  # noqa: E402
+from spmi import tables
+from tuning.plan.search_plan import SearchPlan, load_plan
+from tuning.record import mlflow_log
+from tuning.record.storage import Storage
+from tuning.results import plots
+from tuning.results.importance import Importance, at_common_budget
+from tuning.results.trials import Trials, read_trials
 
 REPORT_DIR = "report"
 
@@ -218,22 +210,3 @@ def _acc(v: float | None) -> str:
 
 def _plain(v: Any) -> Any:
     return v.item() if hasattr(v, "item") else v
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python tuning/report.py", description=__doc__.split("\n\n")[0])
-    parser.add_argument("experiment", help="the search's folder (<storage-path>/<name>), a path or a URI")
-    parser.add_argument("--storage-endpoint", metavar="URL", help="S3-compatible endpoint of an s3:// location")
-    parser.add_argument("--no-mlflow", action="store_true", help="only write the files")
-    args = parser.parse_args(argv)
-    try:
-        report = make_report(args.experiment, log_mlflow=not args.no_mlflow, endpoint=args.storage_endpoint)
-    except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    print(report.summary())
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
