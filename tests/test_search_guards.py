@@ -150,8 +150,8 @@ def test_resume_after_the_mlflow_store_was_deleted(tiny, tmp_path, capsys, no_ra
     assert search.main(argv) == 0 and len(no_ray) == 1
     (storage / "mlflow.db").unlink()
     # a new driver process (this one keeps the deleted file open through MLflow's engine cache)
-    stub = ("import sys; import tuning.driver.runner as r; r.run_search = lambda *a: 99; from tuning.cli import search; "
-            "sys.exit(search.main(sys.argv[1:]))")
+    stub = ("import sys; import tuning.driver.runner as r; r.run_search = lambda *a: 99; "
+            "from tuning.cli import search; sys.exit(search.main(sys.argv[1:]))")
     done = subprocess.run([sys.executable, "-c", stub, *argv, "--resume"], capture_output=True, text=True,
                           timeout=300, cwd=Path(__file__).resolve().parent.parent)
     err = done.stderr.strip()
