@@ -373,7 +373,7 @@ def test_ray_default_decides_the_placement_group_cleaner(monkeypatch) -> None:
             raise ImportError("no aiohttp_cors")
         return real_import(name, *args, **kwargs)
     monkeypatch.setattr(builtins, "__import__", without_dashboard_deps)
-    assert not ddp.has_ray_default() and ddp.trainer_class() is ddp._TorchTrainer
+    assert not ddp.has_ray_default() and ddp.trainer_class() is ddp.TorchTrainerWithoutCleaner
     monkeypatch.setattr(builtins, "__import__", real_import)
     monkeypatch.setitem(sys.modules, "ray.dashboard.optional_deps", SimpleNamespace())
     assert ddp.has_ray_default() and ddp.trainer_class() is TorchTrainer

@@ -15,6 +15,7 @@ on stderr (exit 2) before Ray starts.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import shlex
@@ -22,11 +23,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from spmi.config import resolve
 from tuning.cli.environment import apply_environment
-from tuning.driver.grid import GridPlan, all_done, load_grid, results, run_grid
+from tuning.driver.grid import all_done, run_grid
 from tuning.driver.runner import finished, interrupted
 from tuning.plan import search_plan as P
+from tuning.plan.grid_plan import Cell, GridPlan, load_grid
 from tuning.record import mlflow_log
+from tuning.results.trials import grid_results
 
 GRID_NAME, PLAN_FILE, ROLE = "confirm", "confirm.json", "confirm"
 METRICS = {"val_acc": "val/acc", "test_acc": "test/acc (final epoch)", "best_test_acc": "test/acc (best-val epoch)"}
@@ -84,7 +88,7 @@ def prepare(args: argparse.Namespace) -> tuple[GridPlan, P.SearchPlan, bool]:
         raise ValueError(f"search {args.name} has no MLflow parent run; it never started")
     path = Path(search.experiment_path) / GRID_NAME / PLAN_FILE
     if path.exists():
-        grid = load_grid(path)
+        grid = load_grid(path, resuming=True)
         P.check_resources(grid.cpus_per_trial, grid.gpus_per_trial, local=args.address is None,
                           workers=grid.workers_per_trial)
         mlflow_log.check_store(grid.tracking_uri)
@@ -104,9 +108,9 @@ def prepare(args: argparse.Namespace) -> tuple[GridPlan, P.SearchPlan, bool]:
     mlflow_log.check_store(search.tracking_uri)
     P.check_data(search.base_config)
     top = top_configurations(search, args.top)
-    base = {**search.base, "epochs": epochs, "device": "cuda" if gpus > 0 else "cpu"}
-    cells = {f"rank{c['rank']}": {"base": base, "values": c["params"],
-                                  "tags": {"confirm_rank": c["rank"], "source_trial": c["trial_id"]}} for c in top}
+    base = resolve({**search.base, "epochs": epochs, "device": "cuda" if gpus > 0 else "cpu"})
+    cells = tuple(Cell(f"rank{c['rank']}", base, c["params"],
+                       {"confirm_rank": c["rank"], "source_trial": c["trial_id"]}) for c in top)
     grid = GridPlan(
         name=GRID_NAME, storage_path=str(Path(search.experiment_path)), plan_file=PLAN_FILE, cells=cells,
         seeds=list(range(args.first_seed, args.first_seed + args.seeds)), epochs=epochs,
@@ -121,7 +125,7 @@ def summary(grid: GridPlan) -> tuple[Any, Any, dict[str, Any]]:
     """Per-run table, per-configuration summary and the verdict (chosen configuration,
     separation by val/acc and by final test/acc)."""
     from tuning.results.stats import separates, summarise
-    runs = results(grid)
+    runs = grid_results(grid)
     table = summarise(runs, "cell", METRICS)
     ranks = {f"rank{c['rank']}": c for c in grid.extra["top"]}
     table.insert(1, "search_val_acc", [ranks[c]["val_acc"] for c in table["cell"]])
@@ -227,7 +231,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     if not resumed:
-        grid.command = "python tuning/confirm.py " + shlex.join(sys.argv[1:] if argv is None else argv)
+        grid = dataclasses.replace(grid, command="python tuning/confirm.py "
+                                   + shlex.join(sys.argv[1:] if argv is None else argv))
         grid.save()
     states = run_grid(grid, resumed, args.address)
     if states is None:

@@ -3,7 +3,9 @@ explicit call at the top of each ``main`` (importing a command changes nothing).
 
 from __future__ import annotations
 
+import logging
 import os
+import sys
 
 # defaults only: a variable the user exported wins
 DEFAULTS = {
@@ -20,6 +22,10 @@ DEFAULTS = {
 
 
 def apply_environment() -> None:
-    """Set the Ray/Tune/MLflow defaults above where the environment leaves them unset."""
+    """Set the Ray/Tune/MLflow defaults above where the environment leaves them unset. MLflow
+    reads its logging level when imported: where it already is (a caller that imported it
+    before running a command's ``main``), its logger takes the level now."""
     for name, value in DEFAULTS.items():
         os.environ.setdefault(name, value)
+    if "mlflow" in sys.modules:
+        logging.getLogger("mlflow").setLevel(os.environ["MLFLOW_LOGGING_LEVEL"].upper())

@@ -16,6 +16,7 @@ a parent run carrying the table. Cells whose data are absent are skipped with th
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import shlex
@@ -25,12 +26,14 @@ from pathlib import Path
 from typing import Any
 
 from tuning.cli.environment import apply_environment
-from tuning.driver.grid import GridPlan, all_done, load_grid, results, run_grid
+from tuning.driver.grid import all_done, run_grid
 from tuning.driver.runner import finished, interrupted
 from tuning.plan import search_plan as P
 from tuning.plan import settings as S
+from tuning.plan.grid_plan import Cell, GridPlan, load_grid
 from tuning.plan.paper_table import PAPER_METHODS, PAPER_ROWS, load_numbers
 from tuning.record import mlflow_log
+from tuning.results.trials import grid_results
 
 PLAN_FILE, ROLE, TABLE_DIR = "reproduce.json", "reproduce", "table"
 
@@ -168,7 +171,7 @@ def prepare(args: argparse.Namespace) -> tuple[GridPlan, bool]:
         if path is None or not (path / PLAN_FILE).exists():
             raise ValueError(f"--resume: no table under {storage}" + (f" named {args.name}" if args.name else "")
                              + "; start one without --resume")
-        grid = load_grid(path / PLAN_FILE)
+        grid = load_grid(path / PLAN_FILE, resuming=True)
         P.check_resources(grid.cpus_per_trial, grid.gpus_per_trial, local=args.address is None,
                           workers=grid.workers_per_trial)
         mlflow_log.check_store(grid.tracking_uri)
@@ -186,8 +189,8 @@ def prepare(args: argparse.Namespace) -> tuple[GridPlan, bool]:
     for flag, value in (("--seeds", args.seeds), ("--epochs", args.epochs)):
         if value < 1:
             raise ValueError(f"{flag} {value} must be >= 1")
-    gpus = args.gpus_per_trial if args.gpus_per_trial is not None else P._default_gpus()
-    cpus = args.cpus_per_trial or P._default_cpus(gpus)
+    gpus = args.gpus_per_trial if args.gpus_per_trial is not None else P.default_gpus()
+    cpus = args.cpus_per_trial or P.default_cpus(gpus)
     P.check_resources(cpus, gpus, local=args.address is None, workers=args.workers_per_trial)
     if args.max_concurrent is not None and args.max_concurrent < 1:
         raise ValueError(f"--max-concurrent {args.max_concurrent} must be >= 1")
@@ -196,7 +199,7 @@ def prepare(args: argparse.Namespace) -> tuple[GridPlan, bool]:
     numbers = load_numbers(args.paper_numbers)
     rows, sources = rows_of(datasets, args.setting or []), sources_of(args.config_from or [], datasets, methods)
     roots = roots_of(args.data_root or [], datasets)
-    cells, skipped, checksums = {}, [], {}
+    cells, facts, skipped, checksums = [], {}, [], {}
     for ds, labelled, rate in rows:
         common = {"dataset": ds, "labelled": labelled, "partial_rate": rate, "epochs": args.epochs,
                   "device": "cuda" if gpus > 0 else "cpu", "progress": False, "out": None, "data_root": roots[ds]}
@@ -217,14 +220,14 @@ def prepare(args: argparse.Namespace) -> tuple[GridPlan, bool]:
         for method in methods:
             source = sources[(ds, method)]
             base, values = cell_config(source, ds, method, storage)
-            sets = P.parse_sets(args.set or [], method, _NoSpace())
+            sets = P.parse_sets(args.set or [], method)  # nothing is searched here
             base = {**base, **common, **sets, "method": method}
             resolve({**values, "device": "cpu"}, config_from_flat(base))
-            cells[f"{ds}-l{labelled}-p{rate:g}-{method}"] = {
-                "base": base, "values": values,
-                "tags": {"row": f"{ds} / {labelled} / {rate:g}", "config_from": source, "reproduce": name},
-                "row": [ds, labelled, rate], "method": method, "config_from": source,
-                "paper": numbers.get((ds, labelled, rate, method))}
+            key = f"{ds}-l{labelled}-p{rate:g}-{method}"
+            cells.append(Cell(key, resolve(base), values, {"row": f"{ds} / {labelled} / {rate:g}",
+                                                           "config_from": source, "reproduce": name}))
+            facts[key] = {"row": [ds, labelled, rate], "method": method, "config_from": source,
+                          "paper": numbers.get((ds, labelled, rate, method))}
     if not cells:
         raise ValueError("no cell has its data on this machine: " + "; ".join(
             sorted({f"{s['dataset']}: {s['reason']}" for s in skipped})))
@@ -235,22 +238,17 @@ def prepare(args: argparse.Namespace) -> tuple[GridPlan, bool]:
         cpus_per_trial=cpus, gpus_per_trial=gpus, workers_per_trial=args.workers_per_trial,
         max_concurrent=args.max_concurrent,
         extra={"datasets": datasets, "methods": methods, "rows": [list(r) for r in rows], "skipped": skipped,
-               "experiment": args.experiment})
+               "experiment": args.experiment, "cells": facts})
     return grid, False
 
 
-class _NoSpace:
-    """``plan.parse_sets`` checks names against a searched space; here nothing is searched."""
-
-    params: dict[str, Any] = {}
-    path = "the table"
-
-
-def start_tracking(grid: GridPlan) -> None:
+def start_tracking(grid: GridPlan) -> GridPlan:
+    """Create the table's MLflow experiment and parent run; the grid with their ids, saved."""
     artifacts = None
     if grid.tracking_uri.startswith("sqlite:"):
         artifacts = (Path(grid.storage_path) / "mlartifacts" / grid.extra["experiment"]).as_uri()
-    grid.experiment_id = mlflow_log.ensure_experiment(grid.tracking_uri, grid.extra["experiment"], artifacts)
+    grid = dataclasses.replace(grid, experiment_id=mlflow_log.ensure_experiment(
+        grid.tracking_uri, grid.extra["experiment"], artifacts))
     tags = {"reproduce": grid.name, "git_commit": grid.git_commit, **mlflow_log.standard_tags(grid.git_commit),
             "mlflow.source.name": "tuning/reproduce.py", "mlflow.note.content": f"```\n{grid.command}\n```"}
     params = {"epochs": grid.epochs, "seeds": ",".join(map(str, grid.seeds)),
@@ -260,8 +258,9 @@ def start_tracking(grid: GridPlan) -> None:
     c = mlflow_log.client(grid.tracking_uri)
     run = c.create_run(grid.experiment_id, run_name=f"table {grid.name}", tags={**tags, "role": "reproduce-table"})
     mlflow_log.log_params(grid.tracking_uri, run.info.run_id, params)
-    grid.parent_run_id = run.info.run_id
+    grid = dataclasses.replace(grid, parent_run_id=run.info.run_id)
     grid.save()
+    return grid
 
 
 def table(grid: GridPlan) -> Any:
@@ -270,16 +269,17 @@ def table(grid: GridPlan) -> Any:
     import pandas as pd
 
     from tuning.results.stats import interval
-    runs = results(grid)
+    runs = grid_results(grid)
     rows = []
-    for key, cell in grid.cells.items():
+    for cell in grid.cells:
+        key, facts = cell.key, grid.extra["cells"][cell.key]
         got = runs[runs["cell"] == key]
         final, at_best = interval(got["test_acc"] * 100), interval(got["best_test_acc"] * 100)
         val = interval(got["val_acc"] * 100)
-        paper = cell["paper"]
-        ds, labelled, rate = cell["row"]
-        rows.append({"dataset": ds, "labelled": labelled, "partial_rate": rate, "method": cell["method"],
-                     "config_from": cell["config_from"], "status": "ran", "reason": "", "n": final["n"],
+        paper = facts["paper"]
+        ds, labelled, rate = facts["row"]
+        rows.append({"dataset": ds, "labelled": labelled, "partial_rate": rate, "method": facts["method"],
+                     "config_from": facts["config_from"], "status": "ran", "reason": "", "n": final["n"],
                      "test_acc_mean": final["mean"], "test_acc_std": final["std"],
                      "test_acc_best_val_mean": at_best["mean"], "test_acc_best_val_std": at_best["std"],
                      "val_acc_mean": val["mean"], "val_acc_std": val["std"], "paper": paper,
@@ -324,7 +324,7 @@ def render(grid: GridPlan, frame: Any) -> str:
            f"Test accuracy (%) at the final epoch, mean ± std over {len(grid.seeds)} seeds "
            f"({', '.join(map(str, grid.seeds))}), **budget {grid.epochs} epochs** (the paper: 500). "
            f"Bold: best of its row. Beside each cell the paper's number and our difference (ours − paper); "
-           f"'paper n/a': the paper's number is not known to this tool (see tuning/paper_table.py).", "",
+           f"'paper n/a': the paper's number is not known to this tool (see tuning/plan/paper_table.py).", "",
            markdown_table(wide), "", "Configurations: " + ", ".join(
                sorted({f"{r.dataset}/{r.method}: {r.config_from}" for r in ran.itertuples()})), ""]
     skipped = frame[frame["status"] == "skipped"]
@@ -370,7 +370,7 @@ def finish(grid: GridPlan) -> int:
     frame = table(grid)
     frame.to_parquet(folder / "table.parquet", index=False)
     frame.to_csv(folder / "table.csv", index=False)
-    results(grid).to_parquet(folder / "runs.parquet", index=False)
+    grid_results(grid).to_parquet(folder / "runs.parquet", index=False)
     figure(grid, frame, folder / "table.png")
     text = render(grid, frame)
     (folder / "table.md").write_text(text)
@@ -404,9 +404,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     if not resumed:
-        grid.command = "python tuning/reproduce.py " + shlex.join(sys.argv[1:] if argv is None else argv)
+        grid = dataclasses.replace(grid, command="python tuning/reproduce.py "
+                                   + shlex.join(sys.argv[1:] if argv is None else argv))
         try:
-            start_tracking(grid)
+            grid = start_tracking(grid)
         except Exception as err:
             print(f"error: could not set up MLflow at {grid.tracking_uri}: {err}", file=sys.stderr)
             return 2

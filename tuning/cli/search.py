@@ -124,6 +124,7 @@ def prepare(args: argparse.Namespace) -> tuple[P.SearchPlan, bool]:
         if (plan.dataset, plan.method) != (args.dataset, args.method):
             raise ValueError(f"{path} is a search of {plan.method} on {plan.dataset}, "
                              f"not {args.method} on {args.dataset}")
+        P.check_layout(plan.version, path, "search")
         check_cluster_reach(args.address, storage, plan.tracking_uri, args.shared_storage)
         plan.space()
         P.check_resources(plan.cpus_per_trial, plan.gpus_per_trial, local=args.address is None,
@@ -147,7 +148,7 @@ def prepare(args: argparse.Namespace) -> tuple[P.SearchPlan, bool]:
 def start_tracking(plan: P.SearchPlan) -> None:
     """Create the search's MLflow experiment and parent run; save the plan."""
     from tuning.record import optuna_study
-    from tuning.trial.trainable import all_params, split_profile
+    from tuning.trial.run import all_params, split_profile
     study = optuna_study.create_study(plan.optuna_storage, plan.name, plan.mode, plan.study_attrs)
     if plan.warm_start:
         copied, skipped = optuna_study.warm_start(study, plan.optuna_storage, plan.warm_start,

@@ -54,10 +54,10 @@ class AshaOptunaSearch(Searcher):
             self.study.enqueue_trial(point)
 
     def _open(self, sampler: optuna.samplers.BaseSampler) -> None:
-        self._storage = optuna_study.storage(self._url)
-        self.study = optuna.load_study(study_name=self._name, storage=self._storage, sampler=sampler,
+        self._db = optuna_study.storage(self._url)
+        self.study = optuna.load_study(study_name=self._name, storage=self._db, sampler=sampler,
                                        pruner=optuna.pruners.NopPruner())
-        self._study_id = self._storage.get_study_id_from_name(self._name)
+        self._study_id = self._db.get_study_id_from_name(self._name)
 
     @property
     def sampler(self) -> optuna.samplers.BaseSampler:
@@ -66,7 +66,7 @@ class AshaOptunaSearch(Searcher):
     # ------------------------------------------------------------ pickling (tuner.pkl)
 
     def __getstate__(self) -> dict[str, Any]:
-        state = {k: v for k, v in self.__dict__.items() if k not in ("study", "_storage", "_study_id")}
+        state = {k: v for k, v in self.__dict__.items() if k not in ("study", "_db", "_study_id")}
         state["_sampler"] = self.sampler
         return state
 
@@ -138,8 +138,8 @@ class AshaOptunaSearch(Searcher):
 
     def _frozen(self, trial_id: str) -> tuple[int, optuna.trial.FrozenTrial]:
         """The trial's storage id and the trial as its database holds it now (after a restore too)."""
-        key = self._storage.get_trial_id_from_study_id_trial_number(self._study_id, self._numbers[trial_id])
-        return key, self._storage.get_trial(key)
+        key = self._db.get_trial_id_from_study_id_trial_number(self._study_id, self._numbers[trial_id])
+        return key, self._db.get_trial(key)
 
     def _report(self, trial_id: str, result: dict[str, Any]) -> None:
         """One epoch's metric as the intermediate value at step ``epoch`` (once per step)."""
@@ -149,4 +149,4 @@ class AshaOptunaSearch(Searcher):
         key, frozen = self._frozen(trial_id)
         if frozen.state.is_finished() or int(step) in frozen.intermediate_values:
             return
-        self._storage.set_trial_intermediate_value(key, int(step), float(value))
+        self._db.set_trial_intermediate_value(key, int(step), float(value))

@@ -29,6 +29,10 @@ from tuning.record import mlflow_log, optuna_study
 from tuning.record.storage import Storage, is_uri, open_storage
 
 PLAN_FILE, SPACE_COPY = "search.json", "space.yaml"
+# of the plans a search or grid writes (search.json, confirm.json, reproduce.json): 1 is the
+# layout before tuning/'s wings, whose Tune state (tuner.pkl, searcher state) pickled
+# classes by module paths that no longer exist
+LAYOUT_VERSION = 2
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
@@ -67,6 +71,7 @@ class SearchPlan:
     parent_run_id: str = ""
     created: str = field(default_factory=lambda: time.strftime("%Y-%m-%d %H:%M:%S"))
     storage_endpoint: str | None = None  # S3-compatible endpoint of an s3:// storage_path
+    version: int = LAYOUT_VERSION  # of tuning/'s layout that wrote it (1: before the wings)
 
     @functools.cached_property
     def storage(self) -> Storage:
@@ -126,9 +131,24 @@ def load_plan(experiment: str | Path, endpoint: str | None = None) -> SearchPlan
         raise ValueError(f"cannot read {storage.uri(name, PLAN_FILE)}: {str(err).splitlines()[0]}") from None
     if text is None:
         raise ValueError(f"{experiment} holds no search ({PLAN_FILE} missing)")
-    plan = SearchPlan(**json.loads(text))
+    plan = SearchPlan(**{"version": 1, **json.loads(text)})  # (version 1 plans had no such field)
     plan.storage_path, plan.storage_endpoint = storage.root, storage.endpoint
     return plan
+
+
+def check_layout(version: int, folder: str | Path, what: str) -> None:
+    """A search or grid written by another layout of tuning/ cannot be resumed: its saved
+    Ray Tune state names classes by module paths this code does not have (ValueError, one
+    line, saying what still works)."""
+    if version == LAYOUT_VERSION:
+        return
+    which = "an earlier" if version < LAYOUT_VERSION else "a newer"
+    keep = (f"its trials and report stay readable (python tuning/report.py {folder}); start a new search with "
+            f"another --name") if what == "search" else \
+        "its finished runs stay in MLflow; move the folder away to run it anew"
+    raise ValueError(f"{folder}: this {what} was started by {which} layout of tuning/ (version {version}, this one "
+                     f"writes {LAYOUT_VERSION}), whose saved Ray Tune state names modules that do not exist here, so "
+                     f"it cannot be resumed; {keep}")
 
 
 def find_latest(storage: Storage, method: str, dataset: str) -> str | None:
@@ -163,8 +183,9 @@ def git_commit() -> str:
     return commit + ("-dirty" if dirty.stdout.strip() else "")
 
 
-def parse_sets(items: list[str], method: str, space: SearchSpace) -> dict[str, Any]:
-    """``--set NAME=VALUE`` (YAML value) checked like a space file's ``fixed`` entries."""
+def parse_sets(items: list[str], method: str, space: SearchSpace | None = None) -> dict[str, Any]:
+    """``--set NAME=VALUE`` (YAML value) checked like a space file's ``fixed`` entries; a name
+    the ``space`` searches is refused (``None``: nothing is searched, e.g. reproduce)."""
     specs, out = field_specs(method), {}
     for item in items:
         name, sep, text = item.partition("=")
@@ -177,7 +198,7 @@ def parse_sets(items: list[str], method: str, space: SearchSpace) -> dict[str, A
         if name not in specs:
             raise ValueError(f"--set {name}: not a TrainConfig field nor an option of method {method}"
                              f"{nearest_hint(method, name)}")
-        if name in space.params:
+        if space is not None and name in space.params:
             raise ValueError(f"--set {name}: {name} is searched by {space.path}; drop it there or here")
         try:
             out[name] = coerce(specs[name], yaml.safe_load(text))
@@ -265,8 +286,8 @@ def make_plan(args: Any, storage: Storage, name: str, tracking_uri: str) -> tupl
     if max_epochs < 1:
         raise ValueError(f"--max-epochs {max_epochs} must be >= 1")
     workers = int(getattr(args, "workers_per_trial", None) or 1)
-    gpus = float(pick("gpus_per_trial", _default_gpus()))
-    cpus = int(pick("cpus_per_trial", _default_cpus(gpus)))
+    gpus = float(pick("gpus_per_trial", default_gpus()))
+    cpus = int(pick("cpus_per_trial", default_cpus(gpus)))
     check_resources(cpus, gpus, local=args.address is None, workers=workers)
     values |= {"dataset": args.dataset, "method": args.method, "epochs": max_epochs,
                "device": "cuda" if gpus > 0 else "cpu", "progress": False, "out": None}
@@ -353,12 +374,14 @@ def _grace_period(args: Any, space: SearchSpace, max_epochs: int, margin: int,
     return max(1, min(max_epochs, start + margin))
 
 
-def _default_gpus() -> float:
+def default_gpus() -> float:
+    """GPUs per trial when not given: one where CUDA is available, else none."""
     import torch
     return 1.0 if torch.cuda.is_available() else 0.0
 
 
-def _default_cpus(gpus: float) -> int:
+def default_cpus(gpus: float) -> int:
+    """CPU threads per trial when not given: one without GPUs, else the cores per GPU."""
     if gpus <= 0:
         return 1
     import torch
