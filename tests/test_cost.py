@@ -123,9 +123,9 @@ def test_search_measures_the_test_set_only_at_new_bests(tmp_path):
     common = ["--dataset", "fmnist", "--preset", "quick", "--data-root", str(tmp_path / "data"), "--no-verify-data",
               "--labelled", "20", "--val-size", "50", "--storage-path", str(tmp_path / "hpo")]
     plan_, _ = search.prepare(search.build_parser().parse_args([*common, "--name", "a"]))
-    assert plan_.base["eval_test"] == "best"
+    assert plan_.base.eval_test == "best"
     plan_, _ = search.prepare(search.build_parser().parse_args([*common, "--name", "b", "--set", "eval_test=every"]))
-    assert plan_.base["eval_test"] == "every"
+    assert plan_.base.eval_test == "every"
 
 
 @pytest.mark.slow

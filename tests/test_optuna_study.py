@@ -4,6 +4,7 @@ except the one on which the scheduler stops the trial, then ``on_trial_complete`
 
 from __future__ import annotations
 
+import dataclasses
 import pickle
 
 import optuna
@@ -123,12 +124,12 @@ def test_state_survives_save_and_restore_and_orphans_fail(url, tmp_path):
 
 
 def test_tpe_settings_are_explicit_and_scaled():
-    quick = optuna_study.tpe_settings(8, 2, seed=3)
+    quick = dataclasses.asdict(optuna_study.tpe_settings(8, 2, seed=3))
     assert quick == {"multivariate": True, "group": True, "constant_liar": True, "n_startup_trials": 2,
                      "n_ei_candidates": 24, "seed": 3}
-    assert optuna_study.tpe_settings(64, 1, seed=0)["n_startup_trials"] == 10
-    assert optuna_study.tpe_settings(64, 1, seed=0)["constant_liar"] is False
-    assert optuna_study.tpe_settings(32, None, seed=0)["n_startup_trials"] == 8
+    assert optuna_study.tpe_settings(64, 1, seed=0).n_startup_trials == 10
+    assert optuna_study.tpe_settings(64, 1, seed=0).constant_liar is False
+    assert optuna_study.tpe_settings(32, None, seed=0).n_startup_trials == 8
 
 
 def test_warm_start_copies_evaluated_trials_judged_at_the_new_budget(url):
@@ -157,7 +158,8 @@ def test_warm_start_copies_evaluated_trials_judged_at_the_new_budget(url):
     with pytest.raises(ValueError, match="already has a study named 'new'"):
         optuna_study.create_study(url, "new", "max", attrs)
     # TPE of the new study samples from them (it is past its start-up trials)
-    sampler = optuna_study.make_sampler({**optuna_study.tpe_settings(8, 1, seed=0), "n_startup_trials": 1})
+    settings = dataclasses.replace(optuna_study.tpe_settings(8, 1, seed=0), n_startup_trials=1)
+    sampler = optuna_study.make_sampler(settings)
     study = optuna.load_study(study_name="new", storage=optuna_study.storage(url), sampler=sampler)
     study.ask(DISTS)
     assert len(study.trials) == 3

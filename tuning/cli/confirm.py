@@ -108,7 +108,7 @@ def prepare(args: argparse.Namespace) -> tuple[GridPlan, P.SearchPlan, bool]:
     mlflow_log.check_store(search.tracking_uri)
     P.check_data(search.base_config)
     top = top_configurations(search, args.top)
-    base = resolve({**search.base, "epochs": epochs, "device": "cuda" if gpus > 0 else "cpu"})
+    base = resolve({**search.base.to_dict(), "epochs": epochs, "device": "cuda" if gpus > 0 else "cpu"})
     cells = tuple(Cell(f"rank{c['rank']}", base, c["params"],
                        {"confirm_rank": c["rank"], "source_trial": c["trial_id"]}) for c in top)
     grid = GridPlan(

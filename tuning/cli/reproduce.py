@@ -148,7 +148,7 @@ def cell_config(source: str, dataset: str, method: str, storage: Path) -> tuple[
             if (report / file).exists():
                 found = json.loads((report / file).read_text())[key]
                 if found:
-                    return dict(search.base), dict(found.get("params", found) if key == "best" else found)
+                    return search.base.to_dict(), dict(found.get("params", found) if key == "best" else found)
         raise ValueError(f"--config-from {source}: the search has no report; let it finish (or confirm it)")
     space = load_space(S.default_space(method), method, dataset)
     values = space.paper_values if source == "paper" else space.code_values

@@ -12,6 +12,7 @@ Bad input is one line on stderr (exit 2) before Ray starts.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import shlex
 import sys
@@ -139,14 +140,28 @@ def prepare(args: argparse.Namespace) -> tuple[P.SearchPlan, bool]:
                          f"pass --tracking-uri (an MLflow server, http://HOST:PORT)")
     uri = args.tracking_uri or mlflow_log.default_uri(storage.root)
     check_cluster_reach(args.address, storage, uri, args.shared_storage)
-    plan, space = P.make_plan(args, storage, name, uri)
+    plan, space = P.make_plan(search_options(args), storage, name, uri)
     if mlflow_log.client(uri).get_experiment_by_name(name) is not None:
         raise ValueError(f"the MLflow store {uri} already has an experiment named {name!r}; choose another --name")
     return plan, False
 
 
-def start_tracking(plan: P.SearchPlan) -> None:
-    """Create the search's MLflow experiment and parent run; save the plan."""
+def search_options(args: argparse.Namespace) -> P.SearchOptions:
+    """What the command line asks of a new search."""
+    return P.SearchOptions(
+        dataset=args.dataset, method=args.method, preset=args.preset, space=args.space, labelled=args.labelled,
+        partial_rate=args.partial_rate, data_root=args.data_root, val_size=args.val_size,
+        unlabelled_size=args.unlabelled_size, verify_data=not args.no_verify_data, sets=tuple(args.set or ()),
+        num_samples=args.num_samples, max_epochs=args.max_epochs, grace_period=args.grace_period,
+        reduction_factor=args.reduction_factor, seed=args.seed, max_concurrent=args.max_concurrent,
+        gpus_per_trial=args.gpus_per_trial, cpus_per_trial=args.cpus_per_trial,
+        workers_per_trial=args.workers_per_trial, check_sync=args.check_sync, local=args.address is None,
+        optuna_storage=args.optuna_storage, warm_start=args.warm_start)
+
+
+def start_tracking(plan: P.SearchPlan) -> P.SearchPlan:
+    """Create the search's Optuna study, MLflow experiment and parent run; the plan with
+    their ids, saved (with the space's copy)."""
     from tuning.record import optuna_study
     from tuning.trial.run import all_params, split_profile
     study = optuna_study.create_study(plan.optuna_storage, plan.name, plan.mode, plan.study_attrs)
@@ -161,24 +176,26 @@ def start_tracking(plan: P.SearchPlan) -> None:
         artifacts = storage.uri("mlartifacts", plan.name)
         if storage.local:
             artifacts = Path(artifacts).as_uri()
-    plan.experiment_id = mlflow_log.ensure_experiment(plan.tracking_uri, plan.name, artifacts)
+    plan = dataclasses.replace(plan, experiment_id=mlflow_log.ensure_experiment(plan.tracking_uri, plan.name,
+                                                                                 artifacts))
     space = plan.space()
     settings = {f"search.{k}": getattr(plan, k) for k in (
         "num_samples", "max_epochs", "grace_period", "reduction_factor", "seed", "cpus_per_trial",
         "gpus_per_trial", "workers_per_trial", "max_concurrent", "space_path", "preset", "metric", "mode",
         "optuna_storage", "warm_start")}
-    settings |= {f"search.tpe.{k}": v for k, v in plan.tpe.items()}
+    settings |= {f"search.tpe.{k}": v for k, v in dataclasses.asdict(plan.tpe).items()} if plan.tpe else {}
     fixed = {k: v for k, v in all_params(plan.base_config).items() if k not in space.params}
     tags = {"dataset": plan.dataset, "method": plan.method, "git_commit": plan.git_commit,
             "data_checksum": plan.data_checksum, "searched": ",".join(space.params),
             **mlflow_log.standard_tags(plan.git_commit), "mlflow.note.content": note(plan)}
-    plan.parent_run_id = mlflow_log.start_parent(plan.tracking_uri, plan.experiment_id, plan.name, tags,
-                                                 {**settings, **fixed})
+    plan = dataclasses.replace(plan, parent_run_id=mlflow_log.start_parent(
+        plan.tracking_uri, plan.experiment_id, plan.name, tags, {**settings, **fixed}))
     cfg = plan.base_config
     mlflow_log.log_dataset(plan.tracking_uri, plan.parent_run_id, plan.dataset, plan.data_checksum, cfg.data_root,
                            split_profile(cfg))
     plan.save()
     P.copy_space(plan)
+    return plan
 
 
 def lock_folder(plan: P.SearchPlan) -> Path:
@@ -210,7 +227,8 @@ def main(argv: list[str] | None = None) -> int:
         budget = cost.parse_duration(args.time_budget) if args.time_budget else None
         plan, resumed = prepare(args)
         if not resumed:
-            plan.command = "python tuning/search.py " + shlex.join(sys.argv[1:] if argv is None else argv)
+            plan = dataclasses.replace(plan, command="python tuning/search.py "
+                                       + shlex.join(sys.argv[1:] if argv is None else argv))
         lock = SearchLock(lock_folder(plan), plan.name).acquire()  # one driver per search
     except (ValueError, DataError) as err:
         print(f"error: {err}", file=sys.stderr)
@@ -222,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         if not resumed:
             try:
-                start_tracking(plan)
+                plan = start_tracking(plan)
             except Exception as err:  # MLflow raises its own types
                 print(f"error: could not set up MLflow at {plan.tracking_uri}: {err}", file=sys.stderr)
                 return 2

@@ -3,6 +3,7 @@ Optuna TPE, a concurrency limit and ASHA, run it, close the MLflow runs, write t
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import sys
@@ -94,7 +95,7 @@ def run_search(plan: SearchPlan, resumed: bool, address: str | None, time_budget
         try:
             fit = check_cluster(trial_resources(plan))
             if plan.max_concurrent is None:  # as many as the cluster allows, kept for the resumption
-                plan.max_concurrent = fit
+                plan = dataclasses.replace(plan, max_concurrent=fit)
                 plan.save()
         except ValueError as err:
             print(f"error: {err}", file=sys.stderr)

@@ -4,8 +4,10 @@ during a search: ``tuning.driver.searcher``). Optuna's public interface only."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import warnings
+from dataclasses import dataclass
 from typing import Any
 
 import optuna
@@ -28,19 +30,31 @@ def default_storage(storage_path: str) -> str:
     return "sqlite:///" + str(Path(storage_path).resolve() / STORAGE_FILE)
 
 
-def tpe_settings(num_samples: int, max_concurrent: int | None, seed: int) -> dict[str, Any]:
+@dataclass(frozen=True)
+class TpeSettings:
+    """The TPESampler's arguments, explicit (Optuna's defaults change between versions)."""
+
+    multivariate: bool
+    group: bool
+    constant_liar: bool
+    n_startup_trials: int
+    n_ei_candidates: int
+    seed: int
+
+
+def tpe_settings(num_samples: int, max_concurrent: int | None, seed: int) -> TpeSettings:
     """Explicit TPE settings: multivariate (the searched values interact), grouped for
     conditional spaces, constant liar when trials run at once, random start-up trials
     scaled to the budget (a quarter of the trials, 2 to 10), seeded."""
     concurrent = max_concurrent is None or max_concurrent > 1  # None: as many as the resources allow
-    return {"multivariate": True, "group": True, "constant_liar": concurrent,
-            "n_startup_trials": max(2, min(10, num_samples // 4)), "n_ei_candidates": 24, "seed": int(seed)}
+    return TpeSettings(multivariate=True, group=True, constant_liar=concurrent,
+                       n_startup_trials=max(2, min(10, num_samples // 4)), n_ei_candidates=24, seed=int(seed))
 
 
-def make_sampler(settings: dict[str, Any]) -> optuna.samplers.TPESampler:
+def make_sampler(settings: TpeSettings) -> optuna.samplers.TPESampler:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # ``group``
-        return optuna.samplers.TPESampler(**settings)
+        return optuna.samplers.TPESampler(**dataclasses.asdict(settings))
 
 
 def dashboard_hint(url: str, name: str) -> str:
