@@ -80,6 +80,32 @@ def test_spmi_imports_no_tuning_ray_optuna_or_mlflow():
     assert wrong == [], "\n".join(wrong)
 
 
+@pytest.mark.parametrize("root", ["spmi", "tuning"])
+def test_no_module_imports_itself_back(root):
+    """No import cycle among a package's modules (``if TYPE_CHECKING`` imports included):
+    each layer can be read, and changed, from the bottom up."""
+    mods = modules(root)
+    graph = {}
+    for module, path in mods.items():
+        package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+        graph[module] = {t for t in imports_of(path, package) if t in mods and t != module
+                         and not module.startswith(t + ".")}  # (a package's own __init__ is no cycle)
+    cycles, state = [], dict.fromkeys(graph, 0)
+
+    def visit(node: str, trail: list[str]) -> None:
+        state[node] = 1
+        for nxt in sorted(graph[node]):
+            if state[nxt] == 1:
+                cycles.append(" -> ".join(trail[trail.index(nxt):] + [nxt]))
+            elif state[nxt] == 0:
+                visit(nxt, trail + [nxt])
+        state[node] = 2
+    for node in sorted(graph):
+        if state[node] == 0:
+            visit(node, [node])
+    assert cycles == [], "\n".join(cycles)
+
+
 def test_importing_the_commands_changes_no_environment():
     """(Ray itself may set variables of its own when imported; ours wait for ``main``.)"""
     code = ("import os, sys; from tuning.cli.environment import DEFAULTS, apply_environment; "
