@@ -105,7 +105,7 @@ def test_published_model_gives_the_best_epoch_test_accuracy(root, tmp_path, monk
     mlflow_log.terminate(uri, run_id, "FINISHED")
     example = data.test_x[:3].numpy()
     out = publish.publish(uri, run_id, best, "spmi-fmnist", example, {"trial_id": "t1", "search": "s"})
-    assert out["version"] == "1" and out["registered_uri"] == "models:/spmi-fmnist@best"
+    assert out.version == "1" and out.registered_uri == "models:/spmi-fmnist@best"
     client = mlflow_log.client(uri)
     version = client.get_model_version_by_alias("spmi-fmnist", "best")
     assert version.run_id == run_id and version.tags["trial_id"] == "t1"
@@ -113,7 +113,7 @@ def test_published_model_gives_the_best_epoch_test_accuracy(root, tmp_path, monk
 
     import mlflow
     with mlflow_log.using(uri):  # publish() leaves the process's MLflow URIs as they were
-        info = mlflow.models.get_model_info(out["model_uri"])
+        info = mlflow.models.get_model_info(out.model_uri)
     assert info.signature is not None and info.signature.inputs.to_dict()[0]["tensor-spec"]["dtype"] == "uint8"
     assert info.saved_input_example_info is not None
 

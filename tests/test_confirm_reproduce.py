@@ -214,8 +214,8 @@ def test_an_interrupted_driver_says_how_to_continue(monkeypatch: pytest.MonkeyPa
     assert capsys.readouterr().out == ("search interrupted (2/4 trials done); continue it with:\n  python "
                                        "tuning/search.py --dataset fmnist --method spmi --storage-path s3://b/hpo "
                                        "--storage-endpoint http://m:9000 --name s1 --resume\n")
-    grid = SimpleNamespace(num_trials=6, storage_path="hpo", name="t1", extra={"skipped": []}, tracking_uri="",
-                           parent_run_id="")
+    grid = SimpleNamespace(num_trials=6, storage_path="hpo", name="t1", extra=SimpleNamespace(skipped=()),
+                           tracking_uri="", parent_run_id="")
     for module in (confirm, reproduce):
         monkeypatch.setattr(module, "run_grid", lambda *a: states)
         monkeypatch.setattr(module, "all_done", lambda *a: False)

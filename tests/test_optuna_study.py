@@ -33,7 +33,8 @@ def searcher(url: str, name: str, cls=AshaOptunaSearch, points: list | None = No
         return cls(space=space, metric="val/acc", mode="max", study_name=name, storage=optuna_study.storage(url),
                    sampler=sampler, points_to_evaluate=points)
     if not optuna_study.study_exists(url, name):
-        optuna_study.create_study(url, name, "max", {})   # as the driver does before the searcher starts
+        attrs = optuna_study.StudyAttrs("spmi", "fmnist", "val/acc", "max", MAX_EPOCHS)
+        optuna_study.create_study(url, name, "max", attrs)   # as the driver does before the searcher starts
     return cls(space=space, metric="val/acc", mode="max", storage_url=url, study_name=name, sampler=sampler,
                max_epochs=MAX_EPOCHS, points_to_evaluate=points)
 
@@ -137,7 +138,7 @@ def test_warm_start_copies_evaluated_trials_judged_at_the_new_budget(url):
     drive(s, "short", [0.30, 0.45])
     drive(s, "long", [0.40, 0.60, 0.55, 0.58])
     drive(s, "bad", [0.1], error=True)
-    attrs = {"method": "spmi", "dataset": "fmnist", "metric": "val/acc", "mode": "max", "max_epochs": 2}
+    attrs = optuna_study.StudyAttrs("spmi", "fmnist", "val/acc", "max", max_epochs=2)
     assert optuna_study.check_warm_start(url, "old", attrs) == 2
     with pytest.raises(ValueError, match="has dataset 'cifar10'"):
         optuna.load_study(study_name="old", storage=optuna_study.storage(url)).set_user_attr("dataset", "cifar10")

@@ -30,7 +30,7 @@ from tuning.driver.grid import all_done, run_grid
 from tuning.driver.runner import finished, interrupted
 from tuning.plan import search_plan as P
 from tuning.plan import settings as S
-from tuning.plan.grid_plan import Cell, GridPlan, load_grid
+from tuning.plan.grid_plan import Cell, GridPlan, SkippedCell, TableCell, TableSettings, load_grid
 from tuning.plan.paper_table import PAPER_METHODS, PAPER_ROWS, load_numbers
 from tuning.record import mlflow_log
 from tuning.results.trials import grid_results
@@ -199,7 +199,7 @@ def prepare(args: argparse.Namespace) -> tuple[GridPlan, bool]:
     numbers = load_numbers(args.paper_numbers)
     rows, sources = rows_of(datasets, args.setting or []), sources_of(args.config_from or [], datasets, methods)
     roots = roots_of(args.data_root or [], datasets)
-    cells, facts, skipped, checksums = [], {}, [], {}
+    cells, facts, skipped, checksums = [], [], [], {}
     for ds, labelled, rate in rows:
         common = {"dataset": ds, "labelled": labelled, "partial_rate": rate, "epochs": args.epochs,
                   "device": "cuda" if gpus > 0 else "cpu", "progress": False, "out": None, "data_root": roots[ds]}
@@ -214,8 +214,7 @@ def prepare(args: argparse.Namespace) -> tuple[GridPlan, bool]:
             if key not in checksums:
                 checksums[key] = P.check_data(config_from_flat(common))
         except DataError as err:
-            skipped += [{"dataset": ds, "labelled": labelled, "partial_rate": rate, "method": m,
-                         "reason": str(err).splitlines()[0]} for m in methods]
+            skipped += [SkippedCell(ds, labelled, rate, m, str(err).splitlines()[0]) for m in methods]
             continue
         for method in methods:
             source = sources[(ds, method)]
@@ -226,19 +225,18 @@ def prepare(args: argparse.Namespace) -> tuple[GridPlan, bool]:
             key = f"{ds}-l{labelled}-p{rate:g}-{method}"
             cells.append(Cell(key, resolve(base), values, {"row": f"{ds} / {labelled} / {rate:g}",
                                                            "config_from": source, "reproduce": name}))
-            facts[key] = {"row": [ds, labelled, rate], "method": method, "config_from": source,
-                          "paper": numbers.get((ds, labelled, rate, method))}
+            facts.append(TableCell(key, ds, labelled, rate, method, source, numbers.get((ds, labelled, rate, method))))
     if not cells:
         raise ValueError("no cell has its data on this machine: " + "; ".join(
-            sorted({f"{s['dataset']}: {s['reason']}" for s in skipped})))
+            sorted({f"{s.dataset}: {s.reason}" for s in skipped})))
     grid = GridPlan(
         name=name, storage_path=str(storage), plan_file=PLAN_FILE, cells=cells,
         seeds=list(range(args.first_seed, args.first_seed + args.seeds)), epochs=args.epochs, tracking_uri=uri,
         experiment_id="", parent_run_id="", role=ROLE, search=name, git_commit=P.git_commit(),
         cpus_per_trial=cpus, gpus_per_trial=gpus, workers_per_trial=args.workers_per_trial,
         max_concurrent=args.max_concurrent,
-        extra={"datasets": datasets, "methods": methods, "rows": [list(r) for r in rows], "skipped": skipped,
-               "experiment": args.experiment, "cells": facts})
+        extra=TableSettings(tuple(datasets), tuple(methods), tuple(rows), tuple(skipped), args.experiment,
+                            tuple(facts)))
     return grid, False
 
 
@@ -246,13 +244,13 @@ def start_tracking(grid: GridPlan) -> GridPlan:
     """Create the table's MLflow experiment and parent run; the grid with their ids, saved."""
     artifacts = None
     if grid.tracking_uri.startswith("sqlite:"):
-        artifacts = (Path(grid.storage_path) / "mlartifacts" / grid.extra["experiment"]).as_uri()
+        artifacts = (Path(grid.storage_path) / "mlartifacts" / grid.extra.experiment).as_uri()
     grid = dataclasses.replace(grid, experiment_id=mlflow_log.ensure_experiment(
-        grid.tracking_uri, grid.extra["experiment"], artifacts))
+        grid.tracking_uri, grid.extra.experiment, artifacts))
     tags = {"reproduce": grid.name, "git_commit": grid.git_commit, **mlflow_log.standard_tags(grid.git_commit),
             "mlflow.source.name": "tuning/reproduce.py", "mlflow.note.content": f"```\n{grid.command}\n```"}
     params = {"epochs": grid.epochs, "seeds": ",".join(map(str, grid.seeds)),
-              "datasets": ",".join(grid.extra["datasets"]), "methods": ",".join(grid.extra["methods"]),
+              "datasets": ",".join(grid.extra.datasets), "methods": ",".join(grid.extra.methods),
               "workers_per_trial": grid.workers_per_trial, "gpus_per_trial": grid.gpus_per_trial,
               "cpus_per_trial": grid.cpus_per_trial}
     c = mlflow_log.client(grid.tracking_uri)
@@ -272,20 +270,20 @@ def table(grid: GridPlan) -> Any:
     runs = grid_results(grid)
     rows = []
     for cell in grid.cells:
-        key, facts = cell.key, grid.extra["cells"][cell.key]
+        key, facts = cell.key, grid.extra.cell(cell.key)
         got = runs[runs["cell"] == key]
         final, at_best = interval(got["test_acc"] * 100), interval(got["best_test_acc"] * 100)
         val = interval(got["val_acc"] * 100)
-        paper = facts["paper"]
-        ds, labelled, rate = facts["row"]
-        rows.append({"dataset": ds, "labelled": labelled, "partial_rate": rate, "method": facts["method"],
-                     "config_from": facts["config_from"], "status": "ran", "reason": "", "n": final["n"],
+        paper = facts.paper
+        ds, labelled, rate = facts.dataset, facts.labelled, facts.partial_rate
+        rows.append({"dataset": ds, "labelled": labelled, "partial_rate": rate, "method": facts.method,
+                     "config_from": facts.config_from, "status": "ran", "reason": "", "n": final["n"],
                      "test_acc_mean": final["mean"], "test_acc_std": final["std"],
                      "test_acc_best_val_mean": at_best["mean"], "test_acc_best_val_std": at_best["std"],
                      "val_acc_mean": val["mean"], "val_acc_std": val["std"], "paper": paper,
                      "diff": (final["mean"] - paper) if paper is not None else math.nan})
-    for s in grid.extra["skipped"]:
-        rows.append({**s, "config_from": "", "status": "skipped", "n": 0})
+    for s in grid.extra.skipped:
+        rows.append({**dataclasses.asdict(s), "config_from": "", "status": "skipped", "n": 0})
     frame = pd.DataFrame(rows)
     frame["paper"] = frame["paper"].astype(float)
     keys = ["dataset", "labelled", "partial_rate"]
@@ -300,7 +298,7 @@ def render(grid: GridPlan, frame: Any) -> str:
     import pandas as pd
 
     from tuning.results.report import markdown_table
-    methods = grid.extra["methods"]
+    methods = grid.extra.methods
     lines = []
     for (ds, labelled, rate), group in frame.groupby(["dataset", "labelled", "partial_rate"], sort=False):
         row = {"dataset": ds, "l": labelled, "p": rate}
@@ -338,32 +336,6 @@ def render(grid: GridPlan, frame: Any) -> str:
     return "\n".join(out)
 
 
-def figure(grid: GridPlan, frame: Any, path: Path) -> Path | None:
-    from tuning.results import plots
-    ran = frame[frame["status"] == "ran"]
-    if ran.empty:
-        return None
-    import numpy as np
-    plt = plots.plt
-    keys = list(dict.fromkeys(zip(ran["dataset"], ran["labelled"], ran["partial_rate"], strict=True)))
-    methods = [m for m in grid.extra["methods"] if m in set(ran["method"])]
-    width, paper_shown = 0.8 / len(methods), False
-    fig, ax = plt.subplots(figsize=(max(5, 1.8 * len(keys) * len(methods) / 2), 4.5))
-    for i, m in enumerate(methods):
-        sub = ran[ran["method"] == m].set_index(["dataset", "labelled", "partial_rate"]).reindex(keys)
-        x = np.arange(len(keys)) + (i - (len(methods) - 1) / 2) * width
-        ax.bar(x, sub["test_acc_mean"], width, yerr=sub["test_acc_std"].fillna(0), capsize=3, label=m)
-        if sub["paper"].notna().any():
-            ax.scatter(x, sub["paper"], marker="_", s=300, color="black", zorder=3,
-                       label=None if paper_shown else "paper")
-            paper_shown = True
-    ax.set_xticks(np.arange(len(keys)), [f"{d}\nl={lab} p={p:g}" for d, lab, p in keys])
-    ax.set(ylabel="test accuracy (%)", title=f"{grid.name}: {grid.epochs} epochs, {len(grid.seeds)} seeds")
-    ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=8)
-    return plots._save(fig, path)
-
-
 def finish(grid: GridPlan) -> int:
     folder = grid.experiment_path / TABLE_DIR
     folder.mkdir(parents=True, exist_ok=True)
@@ -371,7 +343,9 @@ def finish(grid: GridPlan) -> int:
     frame.to_parquet(folder / "table.parquet", index=False)
     frame.to_csv(folder / "table.csv", index=False)
     grid_results(grid).to_parquet(folder / "runs.parquet", index=False)
-    figure(grid, frame, folder / "table.png")
+    from tuning.results import plots  # (matplotlib: only when a table is drawn)
+    plots.paper_table(frame, list(grid.extra.methods), f"{grid.name}: {grid.epochs} epochs, {len(grid.seeds)} seeds",
+                      folder / "table.png")
     text = render(grid, frame)
     (folder / "table.md").write_text(text)
     try:
@@ -413,8 +387,8 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     else:
         mlflow_log.reopen(grid.tracking_uri, grid.parent_run_id)
-    for s in grid.extra["skipped"]:
-        print(f"skipped {s['dataset']} l={s['labelled']} p={s['partial_rate']:g} {s['method']}: {s['reason']}",
+    for s in grid.extra.skipped:
+        print(f"skipped {s.dataset} l={s.labelled} p={s.partial_rate:g} {s.method}: {s.reason}",
               flush=True)
     states = run_grid(grid, resumed, args.address)
     if states is None:

@@ -166,8 +166,8 @@ def finish(plan: SearchPlan, states: dict[str, str]) -> int:
     mlflow_log.outage_retry(lambda: mlflow_log.terminate(uri, plan.parent_run_id, status), "closing the search run")
     print(report.summary(), flush=True)
     if published is not None:
-        print(f"best model (epoch {published['epoch']}): {published['registered_uri']} (version "
-              f"{published['version']}); its test accuracy: python tuning/evaluate.py {published['registered_uri']} "
+        print(f"best model (epoch {published.epoch}): {published.registered_uri} (version "
+              f"{published.version}); its test accuracy: python tuning/evaluate.py {published.registered_uri} "
               f"--tracking-uri {plan.tracking_uri}", flush=True)
     diverged = int((report.trials.table["status"] == "diverged").sum()) if not report.trials.table.empty else 0
     if diverged:

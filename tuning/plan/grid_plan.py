@@ -43,6 +43,77 @@ class Cell:
 
 
 @dataclass(frozen=True)
+class TopConfig:
+    """A configuration to confirm: the search's ``rank``-th best trial and its values."""
+
+    rank: int
+    trial_id: str
+    epochs: int
+    val_acc: float
+    params: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ConfirmSettings:
+    """What a confirmation grid keeps besides its cells: the configurations it confirms."""
+
+    top: tuple[TopConfig, ...]
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ConfirmSettings:
+        return cls(tuple(TopConfig(**c) for c in data["top"]))
+
+
+@dataclass(frozen=True)
+class TableCell:
+    """A cell of the reproduced table: its row (dataset, l, p), method, configuration source
+    and the paper's number (None: not known)."""
+
+    key: str
+    dataset: str
+    labelled: int
+    partial_rate: float
+    method: str
+    config_from: str
+    paper: float | None
+
+
+@dataclass(frozen=True)
+class SkippedCell:
+    """A cell of the table that does not run (its data are absent), and why."""
+
+    dataset: str
+    labelled: int
+    partial_rate: float
+    method: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class TableSettings:
+    """What the reproduced table keeps besides its cells."""
+
+    datasets: tuple[str, ...]
+    methods: tuple[str, ...]
+    rows: tuple[tuple[str, int, float], ...]
+    skipped: tuple[SkippedCell, ...]
+    experiment: str                 # the MLflow experiment of the runs
+    cells: tuple[TableCell, ...]
+
+    def cell(self, key: str) -> TableCell:
+        return next(c for c in self.cells if c.key == key)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TableSettings:
+        return cls(tuple(data["datasets"]), tuple(data["methods"]), tuple(tuple(r) for r in data["rows"]),
+                   tuple(SkippedCell(**s) for s in data["skipped"]), data["experiment"],
+                   tuple(TableCell(**c) for c in data["cells"]))
+
+
+SETTINGS = {"confirm": ConfirmSettings, "table": TableSettings}  # GridPlan.extra, by its ``kind`` in JSON
+
+
+@dataclass(frozen=True)
 class GridPlan:
     """Everything a grid run (and its resumption) needs; JSON-serialisable."""
 
@@ -64,7 +135,7 @@ class GridPlan:
     check_sync: bool = False
     max_concurrent: int | None = None
     command: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)   # the command's own settings
+    extra: ConfirmSettings | TableSettings | None = None   # the command's own settings
     version: int = LAYOUT_VERSION
 
     def __post_init__(self) -> None:
@@ -84,7 +155,9 @@ class GridPlan:
 
     def to_dict(self) -> dict[str, Any]:
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        return out | {"cells": {c.key: c.to_dict() for c in self.cells}, "seeds": list(self.seeds)}
+        kind = next((k for k, cls in SETTINGS.items() if isinstance(self.extra, cls)), None)
+        extra = None if self.extra is None else {"kind": kind, **dataclasses.asdict(self.extra)}
+        return out | {"cells": {c.key: c.to_dict() for c in self.cells}, "seeds": list(self.seeds), "extra": extra}
 
     def save(self) -> Path:
         text = json.dumps(self.to_dict(), indent=2)
@@ -98,5 +171,7 @@ def load_grid(path: Path, resuming: bool = False) -> GridPlan:
     if resuming:
         check_layout(data.get("version", 1), Path(path).parent, "grid")
     data["cells"] = tuple(Cell.from_dict(key, cell) for key, cell in data["cells"].items())
+    extra = data.get("extra")
+    data["extra"] = None if not extra else SETTINGS[extra["kind"]].from_dict(extra)
     data.setdefault("version", 1)
     return GridPlan(**data)

@@ -137,10 +137,9 @@ class SearchPlan:
         return self.storage.uri(self.name, PLAN_FILE)
 
     @property
-    def study_attrs(self) -> dict[str, Any]:
-        """The Optuna study's user attributes (checked by a warm start)."""
-        return {"method": self.method, "dataset": self.dataset, "metric": self.metric, "mode": self.mode,
-                "max_epochs": self.max_epochs}
+    def study_attrs(self) -> optuna_study.StudyAttrs:
+        """What the Optuna study records about the search (checked by a warm start)."""
+        return optuna_study.StudyAttrs(self.method, self.dataset, self.metric, self.mode, self.max_epochs)
 
     def space(self) -> SearchSpace:
         """The space as it was when the search started: its resolved copy in the experiment
@@ -358,8 +357,7 @@ def make_plan(opts: SearchOptions, storage: Storage, name: str,
     checksum = check_data(cfg)
     mlflow_log.check_store(tracking_uri)
     optuna_url = opts.optuna_storage or optuna_study.default_storage(storage.root)
-    study_attrs = {"method": opts.method, "dataset": opts.dataset, "metric": S.METRIC, "mode": S.MODE,
-                   "max_epochs": max_epochs}
+    study_attrs = optuna_study.StudyAttrs(opts.method, opts.dataset, S.METRIC, S.MODE, max_epochs)
     if optuna_study.study_exists(optuna_url, name):
         raise ValueError(f"the Optuna storage {optuna_url} already has a study named {name!r}; choose another --name")
     warm = opts.warm_start

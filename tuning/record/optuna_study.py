@@ -14,8 +14,19 @@ import optuna
 from optuna.trial import TrialState
 
 STORAGE_FILE = "optuna.db"
-# study user attributes: what a warm start checks
-STUDY_ATTRS = ("method", "dataset", "metric", "mode", "max_epochs")
+
+
+@dataclass(frozen=True)
+class StudyAttrs:
+    """What a search's study records about it (its user attributes): a warm start checks that
+    the earlier study's method, dataset, metric and mode agree, and judges its trials at
+    this search's ``max_epochs``."""
+
+    method: str
+    dataset: str
+    metric: str
+    mode: str
+    max_epochs: int
 
 
 def default_storage(storage_path: str) -> str:
@@ -84,26 +95,26 @@ def study_exists(url: str, name: str) -> bool:
     return any(s.study_name == name for s in optuna.get_all_study_summaries(storage(url)))
 
 
-def create_study(url: str, name: str, mode: str, attrs: dict[str, Any]) -> optuna.Study:
+def create_study(url: str, name: str, mode: str, attrs: StudyAttrs) -> optuna.Study:
     """A new study ``name`` (ValueError when it exists) with ``attrs`` as user attributes."""
     if study_exists(url, name):
         raise ValueError(f"the Optuna storage {url} already has a study named {name!r}; choose another --name")
     study = optuna.create_study(storage=storage(url), study_name=name,
                                 direction="maximize" if mode == "max" else "minimize")
-    for key, value in attrs.items():
+    for key, value in dataclasses.asdict(attrs).items():
         study.set_user_attr(key, value)
     return study
 
 
-def check_warm_start(url: str, source: str, attrs: dict[str, Any]) -> int:
+def check_warm_start(url: str, source: str, attrs: StudyAttrs) -> int:
     """Whether study ``source`` can seed a search with ``attrs``; its usable trial count."""
     if not study_exists(url, source):
         raise ValueError(f"--warm-start {source}: no study of that name in {url}")
     old = optuna.load_study(study_name=source, storage=storage(url))
     for key in ("method", "dataset", "metric", "mode"):
-        if key in old.user_attrs and old.user_attrs[key] != attrs[key]:
+        if key in old.user_attrs and old.user_attrs[key] != getattr(attrs, key):
             raise ValueError(f"--warm-start {source}: that search has {key} {old.user_attrs[key]!r}, "
-                             f"this one {attrs[key]!r}")
+                             f"this one {getattr(attrs, key)!r}")
     done = [t for t in old.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
     if not done:
         raise ValueError(f"--warm-start {source}: that study has no evaluated (COMPLETE or PRUNED) trial")

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import contextlib
 import math
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -15,6 +16,9 @@ from torch import Tensor, nn
 from spmi.models import create_model
 from tuning.record import mlflow_log
 from tuning.trial.best import BestEpoch
+
+if TYPE_CHECKING:
+    from tuning.results.report import BestTrial
 
 ALIAS, MODEL_NAME = "best", "model"
 
@@ -45,11 +49,21 @@ class Classifier(nn.Module):
     @classmethod
     def from_best(cls, best: BestEpoch) -> Classifier:
         spec = best.network
-        net = create_model(spec["model"], spec["num_classes"], spec["channels"])
+        net = create_model(spec.model, spec.num_classes, spec.channels)
         net.load_state_dict(best.weights)
-        if spec["channels_last"]:
+        if spec.channels_last:
             net = net.to(memory_format=torch.channels_last)
-        return cls(net, spec["mean"], spec["std"], spec["channels_last"], spec.get("precision", "fp32")).eval()
+        return cls(net, list(spec.mean), list(spec.std), spec.channels_last, spec.precision).eval()
+
+
+@dataclass(frozen=True)
+class Published:
+    """A published network: its model URI, registered version and alias URI, its epoch."""
+
+    model_uri: str
+    version: str
+    registered_uri: str
+    epoch: int | None = None
 
 
 def registered_name(method: str, dataset: str) -> str:
@@ -57,7 +71,7 @@ def registered_name(method: str, dataset: str) -> str:
 
 
 def publish(uri: str, run_id: str, best: BestEpoch, name: str, example: np.ndarray,
-            tags: dict[str, Any]) -> dict[str, Any]:
+            tags: dict[str, Any]) -> Published:
     """Log ``best``'s network in run ``run_id`` and register it as ``name`` (alias ``best``
     moved to the new version). ``example``: a few uint8 test images. Returns the model's
     URI, the registered version and ``models:/<name>@best``."""
@@ -67,8 +81,8 @@ def publish(uri: str, run_id: str, best: BestEpoch, name: str, example: np.ndarr
     with torch.no_grad():
         out = model(torch.from_numpy(example)).numpy()
     spec = best.network
-    metadata = {"dataset": spec["dataset"], "data_root": spec["data_root"], "verify_data": spec["verify_data"],
-                "eval_batch_size": spec["eval_batch_size"], "best_epoch": best.epoch,
+    metadata = {"dataset": spec.dataset, "data_root": spec.data_root, "verify_data": spec.verify_data,
+                "eval_batch_size": spec.eval_batch_size, "best_epoch": best.epoch,
                 "val_acc": best.val_acc, "test_acc": None if math.isnan(best.test_acc) else best.test_acc,
                 **{k: str(v) for k, v in tags.items()}}
     client = mlflow_log.client(uri)
@@ -82,10 +96,10 @@ def publish(uri: str, run_id: str, best: BestEpoch, name: str, example: np.ndarr
     client.set_registered_model_alias(name, ALIAS, version)
     for key, value in {**tags, "best_epoch": best.epoch, "val_acc": best.val_acc, "test_acc": best.test_acc}.items():
         client.set_model_version_tag(name, version, key, str(value))
-    return {"model_uri": info.model_uri, "version": version, "registered_uri": f"models:/{name}@{ALIAS}"}
+    return Published(info.model_uri, version, f"models:/{name}@{ALIAS}", best.epoch)
 
 
-def publish_search_best(plan: Any, best: dict[str, Any] | None) -> dict[str, Any] | None:
+def publish_search_best(plan: Any, best: BestTrial | None) -> Published | None:
     """Publish the report's best trial's kept network (None when there is none)."""
     if best is None:
         return None
@@ -94,7 +108,7 @@ def publish_search_best(plan: Any, best: dict[str, Any] | None) -> dict[str, Any
     from spmi.data import load_dataset
     path, fs = plan.storage.ray_location(plan.name)
     trials = ExperimentAnalysis(path, storage_filesystem=fs).trials
-    trial = next(t for t in trials if t.trial_id == best["trial_id"])
+    trial = next(t for t in trials if t.trial_id == best.trial_id)
     checkpoint = trial.checkpoint
     if checkpoint is None and (trial.last_result or {}).get("checkpoint_path"):  # a DDP trial's Train checkpoint
         checkpoint = Checkpoint(trial.last_result["checkpoint_path"], filesystem=fs)
@@ -102,15 +116,15 @@ def publish_search_best(plan: Any, best: dict[str, Any] | None) -> dict[str, Any
         return None
     with checkpoint.as_directory() as folder:
         kept = BestEpoch.load(folder)
-    run = mlflow_log.find_trial_run(plan.tracking_uri, plan.experiment_id, best["trial_id"])
+    run = mlflow_log.find_trial_run(plan.tracking_uri, plan.experiment_id, best.trial_id)
     if kept.weights is None or run is None:
         return None
     spec = kept.network
-    data = load_dataset(spec["dataset"], spec["data_root"], verify=False)
-    tags = {"search": plan.name, "trial_id": best["trial_id"], "git_commit": plan.git_commit}
+    data = load_dataset(spec.dataset, spec.data_root, verify=False)
+    tags = {"search": plan.name, "trial_id": best.trial_id, "git_commit": plan.git_commit}
     out = publish(plan.tracking_uri, run.info.run_id, kept, registered_name(plan.method, plan.dataset),
                   data.test_x[:4].numpy(), tags)
     mlflow_log.set_tags(plan.tracking_uri, plan.parent_run_id,
-                        {"best_model_uri": out["model_uri"], "registered_model": out["registered_uri"],
-                         "registered_model_version": out["version"]})
-    return out | {"epoch": kept.epoch}
+                        {"best_model_uri": out.model_uri, "registered_model": out.registered_uri,
+                         "registered_model_version": out.version})
+    return out
