@@ -54,7 +54,9 @@ def tune_trainable(spec: TrialSpec) -> Any:
 
 
 def trial_dirname(trial: Any) -> str:
-    """A trial's folder name in the experiment folder (Tune's ``trial_dirname_creator``)."""
+    """A trial's folder name in the experiment folder (Tune's ``trial_dirname_creator``). Tune
+    pickles this function by its import path into every trial's saved state: moving it makes
+    existing searches unreadable unless the old path stays (as ``tuning/runner.py`` does)."""
     return TRIAL_DIR.format(trial.trial_id)
 
 
