@@ -175,8 +175,7 @@ def test_cli_warm_start_seeds_the_new_study_before_ray_starts(tmp_path):
     storage = tmp_path / "hpo"
     url = optuna_study.default_storage(str(storage))
     dists = load_space(tiny["space"], "spmi").distributions()
-    old = optuna_study.create_study(url, "old", "max", {"method": "spmi", "dataset": "fmnist", "metric": "val/acc",
-                                                        "mode": "max", "max_epochs": 3})
+    old = optuna_study.create_study(url, "old", "max", optuna_study.StudyAttrs("spmi", "fmnist", "val/acc", "max", 3))
     earlier = ((0.02, {1: 0.3, 2: 0.5, 3: 0.6}, TrialState.COMPLETE), (0.08, {1: 0.2}, TrialState.PRUNED))
     for lr, values, state in earlier:
         old.add_trial(optuna.trial.create_trial(

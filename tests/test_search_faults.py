@@ -72,7 +72,8 @@ def test_a_diverging_trial_fails_and_is_never_best(tiny: dict[str, Path], tmp_pa
     import optuna
 
     from tuning.record import optuna_study
-    study = optuna.load_study(study_name="div", storage=optuna_study.storage(optuna_study.default_storage(storage)))
+    url = optuna_study.default_storage(str(storage))
+    study = optuna.load_study(study_name="div", storage=optuna_study.storage(url))
     states = sorted(t.state.name for t in study.trials)
     assert states == ["COMPLETE", "FAIL"]
 
