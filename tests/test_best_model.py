@@ -28,7 +28,9 @@ from spmi.trainer import Trainer
 from tuning.cli import evaluate
 from tuning.record import mlflow_log
 from tuning.results import publish
-from tuning.trial import trainable
+from tuning.trial import run as trial_run
+from tuning.trial import strategy
+from tuning.trial.backend import TrainerBackend
 from tuning.trial.best import BestEpoch
 
 FAKE_VAL = [0.50, 0.80, 0.60, 0.70]   # epoch 2 is the best; later epochs are worse
@@ -63,16 +65,16 @@ def train(cfg: TrainConfig, data, monkeypatch, folder: Path, best: BestEpoch, tr
           epochs: int | None = None):
     """Train with the trial reporter; val/acc replaced by FAKE_VAL (test/acc stays real)."""
     captured = Captured(folder)
-    monkeypatch.setattr(trainable.tune, "report", captured)
+    monkeypatch.setattr(strategy.tune, "report", captured)
     run = SimpleNamespace(run_id="run", log_epoch=lambda record, step: None)
     trainer = trainer or Trainer(cfg, data)
-    reporter = trainable._Reporter(run, best)
+    reporter = trial_run.EpochReporter(run, TrainerBackend(trainer, best), strategy.LocalStrategy())
     weights = {}
     for _ in range(epochs or cfg.epochs - trainer.epoch):
         metrics = trainer.train_epoch()
         metrics["val/acc"] = FAKE_VAL[metrics["epoch"]]
         weights[trainer.epoch] = {k: v.clone() for k, v in trainer.model.state_dict().items()}
-        reporter(metrics, trainer)
+        reporter(metrics)
     return trainer, captured, weights
 
 
@@ -88,7 +90,9 @@ def test_best_epoch_kept_after_worse_epochs_and_across_resume(root, tmp_path, mo
     assert not all(torch.equal(best.weights[k], weights[3][k]) for k in weights[3])
     # resume from the last checkpoint: the best epoch travels with it
     resumed = Trainer(cfg, data)
-    run_id, restored = trainable.load_checkpoint(resumed, SimpleNamespace(as_directory=lambda: _dir(last)))
+    backend = TrainerBackend(resumed)
+    run_id = trial_run.restore(backend, SimpleNamespace(as_directory=lambda: _dir(last)))
+    restored = backend.best
     assert run_id == "run" and restored.epoch == 2
     _, captured, _ = train(cfg, data, monkeypatch, tmp_path / "after", restored, trainer=resumed)
     assert captured.reports[-1][0]["best/epoch"] == 2  # epoch 4 (0.70) does not beat epoch 2
@@ -138,7 +142,7 @@ def test_published_model_gives_the_best_epoch_test_accuracy(published):
     best, uri, run_id, out, example = (published.best, published.uri, published.run_id, published.out,
                                        published.example)
     assert best.epoch == 2 and best.test_acc == published.recorded_test  # the real test accuracy at epoch 2
-    assert out["version"] == "1" and out["registered_uri"] == "models:/spmi-fmnist@best"
+    assert out.version == "1" and out.registered_uri == "models:/spmi-fmnist@best"
     client = mlflow_log.client(uri)
     version = client.get_model_version_by_alias("spmi-fmnist", "best")
     assert version.run_id == run_id and version.tags["trial_id"] == "t1"
@@ -146,7 +150,7 @@ def test_published_model_gives_the_best_epoch_test_accuracy(published):
 
     import mlflow
     with mlflow_log.using(uri):  # publish() leaves the process's MLflow URIs as they were
-        info = mlflow.models.get_model_info(out["model_uri"])
+        info = mlflow.models.get_model_info(out.model_uri)
     assert info.signature is not None and info.signature.inputs.to_dict()[0]["tensor-spec"]["dtype"] == "uint8"
     assert info.saved_input_example_info is not None
 

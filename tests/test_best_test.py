@@ -1,5 +1,5 @@
 """A search trial measures the test set only where it may end: on its best epoch's weights
-at ASHA's rung epochs (given in ``meta``), at its first epoch after a restore and at its
+at ASHA's rung epochs (the trial spec's ``test_epochs``), at its first epoch after a restore and at its
 last epoch, whose own weights are tested too; ``best/test_acc`` is the best weights' test
 accuracy. The trials run ``train_trial`` itself on a local SQLite MLflow store, without
 Ray (``tune`` calls are stood in for); val/acc follows a fixed sequence."""
@@ -7,6 +7,7 @@ Ray (``tune`` calls are stood in for); val/acc follows a fixed sequence."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import shutil
 from pathlib import Path
 from types import SimpleNamespace
@@ -15,11 +16,17 @@ import pandas as pd
 import pytest
 
 from datagen import write_idx_fmnist
+from spmi.config import resolve
 from spmi.data import load_dataset
 from spmi.trainer import Trainer
-from tuning import cost, mlflow_log, runner, search, trainable
-from tuning.best import BestTestSchedule
-from tuning.trials import best_epoch
+from tuning.cli import search
+from tuning.driver import runner
+from tuning.plan import cost
+from tuning.record import mlflow_log
+from tuning.results.trials import best_epoch
+from tuning.trial import trainable
+from tuning.trial.backend import CHECKPOINT_FILE
+from tuning.trial.best import BestTestSchedule
 
 EPOCHS = 6
 ACCURACY = Trainer._accuracy
@@ -34,9 +41,15 @@ def plan(tmp_path_factory):
         "--dataset", "fmnist", "--preset", "quick", "--data-root", str(tmp / "data"), "--no-verify-data",
         "--labelled", "20", "--val-size", "50", "--storage-path", str(tmp / "hpo"), "--name", "t"])
     plan_, _ = search.prepare(args)
-    plan_.experiment_id = mlflow_log.ensure_experiment(plan_.tracking_uri, "best-test")
-    plan_.parent_run_id = mlflow_log.start_parent(plan_.tracking_uri, plan_.experiment_id, "t", {}, {})
-    return plan_
+    experiment_id = mlflow_log.ensure_experiment(plan_.tracking_uri, "best-test")
+    return dataclasses.replace(plan_, experiment_id=experiment_id, parent_run_id=mlflow_log.start_parent(
+        plan_.tracking_uri, experiment_id, "t", {}, {}))
+
+
+def spec_of(plan, test_epochs: tuple[int, ...]):
+    """The search's trial spec with ``EPOCHS`` epochs and the given rungs."""
+    spec = runner.trial_spec(plan)
+    return dataclasses.replace(spec, base=resolve({"epochs": EPOCHS}, spec.base), test_epochs=test_epochs)
 
 
 class Trial:
@@ -85,32 +98,31 @@ def count_tests(monkeypatch, val: list[float]) -> list[int]:
     return calls
 
 
-def run_trial(plan, meta, monkeypatch, trial: Trial, trial_dir: Path) -> None:
+def run_trial(spec, monkeypatch, trial: Trial, trial_dir: Path) -> None:
     trial.patch(monkeypatch, trial_dir)
-    base = {**plan.base, "epochs": EPOCHS}
     with contextlib.suppress(KeyboardInterrupt):   # the kill of ``Trial.kill_after``
-        trainable.train_trial({}, base, meta)
+        trainable.train_trial({}, spec)
 
 
 def checkpoint_test_acc(plan, folder: Path) -> float:
     """The test accuracy of the network saved in a reported checkpoint, measured afresh."""
-    cfg = trainable.trial_config({}, {**plan.base, "epochs": EPOCHS})
+    cfg = spec_of(plan, ()).point({}).config
     trainer = Trainer(cfg, load_dataset("fmnist", cfg.data_root, verify=False))
-    trainer.load(folder / trainable.CHECKPOINT_FILE)
+    trainer.load(folder / CHECKPOINT_FILE)
     return ACCURACY(trainer, trainer.inference_model(), trainer.test_x, trainer.test_y)
 
 
 def test_search_passes_ashas_rungs_to_its_trials(plan):
     rungs = cost.Asha(plan.max_epochs, plan.grace_period, plan.reduction_factor).rungs()
-    assert runner.trial_meta(plan)["test_epochs"] == rungs and rungs[0] == plan.grace_period
-    assert plan.base["eval_test"] == "end"   # the trainer itself tests the last epoch only
+    assert runner.trial_spec(plan).test_epochs == tuple(rungs) and rungs[0] == plan.grace_period
+    assert plan.base.eval_test == "end"   # the trainer itself tests the last epoch only
 
 
 def test_trial_tests_only_at_the_rungs_and_the_last_epoch(plan, tmp_path, monkeypatch):
-    meta = {**runner.trial_meta(plan), "test_epochs": [2, 4]}
+    spec = spec_of(plan, (2, 4))
     trial = Trial(tmp_path / "reports")
     calls = count_tests(monkeypatch, [0.1, 0.2, 0.3, 0.4, 0.5, 0.6])  # a new best every epoch
-    run_trial(plan, meta, monkeypatch, trial, tmp_path / "trial")
+    run_trial(spec, monkeypatch, trial, tmp_path / "trial")
     assert calls == [2, 4, 6]
     records = {m["epoch"]: m for m, _ in trial.reports}
     assert sorted(records) == [1, 2, 3, 4, 5, 6]
@@ -125,16 +137,16 @@ def test_resumed_trial_tests_its_best_weights_at_its_first_epoch(plan, tmp_path,
     """Killed after epoch 3 (best: epoch 3, not yet tested), restored from that checkpoint:
     epoch 4 (ASHA may decide on a restored trial's first result) tests the epoch-3 weights,
     the rung 5 finds them tested, epoch 6 tests only its own weights."""
-    meta = {**runner.trial_meta(plan), "test_epochs": [2, 5]}
+    spec = spec_of(plan, (2, 5))
     val = [0.5, 0.6, 0.7, 0.65, 0.66, 0.64]
     first = Trial(tmp_path / "first", kill_after=3)
     calls = count_tests(monkeypatch, val)
-    run_trial(plan, meta, monkeypatch, first, tmp_path / "trial")
+    run_trial(spec, monkeypatch, first, tmp_path / "trial")
     assert calls == [2]
     assert "best/test_acc" not in first.reports[-1][0]
     second = Trial(tmp_path / "second", checkpoint=first.reports[-1][1])
     calls = count_tests(monkeypatch, val)
-    run_trial(plan, meta, monkeypatch, second, tmp_path / "trial")
+    run_trial(spec, monkeypatch, second, tmp_path / "trial")
     assert calls == [4, 6]
     records = {m["epoch"]: m for m, _ in second.reports}
     assert sorted(records) == [4, 5, 6]

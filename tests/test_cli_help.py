@@ -12,11 +12,11 @@ import types
 import pytest
 
 from spmi.cli_options import DefaultsFormatter, invoked_as
-from tuning import settings as S
+from tuning.plan import settings as S
 
 CLIS = {"spmi-train": "spmi.train", "spmi-compare": "spmi.compare", "spmi-fetch": "spmi.data.fetch",
-        "spmi-search": "tuning.search", "spmi-report": "tuning.report", "spmi-confirm": "tuning.confirm",
-        "spmi-reproduce": "tuning.reproduce", "spmi-evaluate": "tuning.evaluate"}
+        "spmi-search": "tuning.cli.search", "spmi-report": "tuning.cli.report", "spmi-confirm": "tuning.cli.confirm",
+        "spmi-reproduce": "tuning.cli.reproduce", "spmi-evaluate": "tuning.cli.evaluate"}
 
 
 def help_text(module: str, capsys: pytest.CaptureFixture) -> str:
@@ -47,7 +47,7 @@ def test_each_default_is_printed_once_and_never_none(module: str, capsys: pytest
 def test_the_search_help_gives_the_true_defaults(capsys: pytest.CaptureFixture,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("COLUMNS", "2000")  # one line per entry: no word broken at a hyphen
-    flat = " ".join(help_text("tuning.search", capsys).split())
+    flat = " ".join(help_text("tuning.cli.search", capsys).split())
     quick = S.PRESETS["quick"]
     assert f"trials (default: {S.DEFAULT_NUM_SAMPLES}; --preset quick: {quick['num_samples']})" in flat
     assert f"(default: {S.PAPER_EPOCHS}, the paper's; --preset quick: {quick['max_epochs']})" in flat
@@ -91,5 +91,5 @@ def test_the_command_is_named_as_it_was_started(monkeypatch: pytest.MonkeyPatch,
     started(monkeypatch, argv0, main_module)
     assert invoked_as("tuning.search", "python tuning/search.py") == usage
     assert invoked_as("tuning.evaluate", "python tuning/evaluate.py", like="tuning.search") == evaluate
-    from tuning import search
+    from tuning.cli import search
     assert search.build_parser().format_usage().startswith(f"usage: {usage} ")

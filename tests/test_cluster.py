@@ -268,6 +268,7 @@ def test_address_refuses_what_other_nodes_cannot_reach(tiny, tmp_path: Path, cap
 
 
 def test_storage_on_s3_plan_and_latest_search(s3: K.S3, tiny, tmp_path: Path, monkeypatch, capsys) -> None:
+    from spmi.config import resolve
     from tuning.plan import search_plan as P
     for k, v in K.CREDENTIALS.items():
         monkeypatch.setenv(k, v)
@@ -282,7 +283,7 @@ def test_storage_on_s3_plan_and_latest_search(s3: K.S3, tiny, tmp_path: Path, mo
         plan = P.SearchPlan(name=name, storage_path=storage.root, storage_endpoint=s3.endpoint, dataset="fmnist",
                             method="spmi", space_path="x.yaml", num_samples=1, max_epochs=1, grace_period=1,
                             reduction_factor=2, seed=0, cpus_per_trial=1, gpus_per_trial=0.0, max_concurrent=1,
-                            tracking_uri="http://x", base={}, created=created)
+                            tracking_uri="http://x", base=resolve({}), created=created)
         assert plan.save() == f"s3://{s3.bucket}/unit/{name}/search.json"
         time.sleep(1.1)  # object times have a resolution of a second
     assert "unit/new/search.json" in s3.keys("unit/")
@@ -364,7 +365,7 @@ def test_ray_default_decides_the_placement_group_cleaner(monkeypatch) -> None:
             raise ImportError("no aiohttp_cors")
         return real_import(name, *args, **kwargs)
     monkeypatch.setattr(builtins, "__import__", without_dashboard_deps)
-    assert not ddp.has_ray_default() and ddp.trainer_class() is ddp._TorchTrainer
+    assert not ddp.has_ray_default() and ddp.trainer_class() is ddp.TorchTrainerWithoutCleaner
     monkeypatch.setattr(builtins, "__import__", real_import)
     monkeypatch.setitem(sys.modules, "ray.dashboard.optional_deps", SimpleNamespace())
     assert ddp.has_ray_default() and ddp.trainer_class() is TorchTrainer

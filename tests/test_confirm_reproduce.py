@@ -18,7 +18,8 @@ from test_search import common, epochs_logged, kill_session, run_cli, runs_of, w
 from tuning.cli import confirm, reproduce
 from tuning.results.stats import interval, separates
 
-CONFIRM, REPRODUCE = Path(confirm.__file__).resolve(), Path(reproduce.__file__).resolve()
+REPO = Path(__file__).resolve().parent.parent
+CONFIRM, REPRODUCE = REPO / "tuning" / "confirm.py", REPO / "tuning" / "reproduce.py"  # the scripts (shims)
 
 
 def kill_then_resume(script: Path, args: list[str], folder: Path, cwd: Path, resume: list[str]) -> str:
@@ -206,8 +207,8 @@ def test_an_interrupted_driver_says_how_to_continue(monkeypatch: pytest.MonkeyPa
     assert capsys.readouterr().out == ("search interrupted (2/4 trials done); continue it with:\n  python "
                                        "tuning/search.py --dataset fmnist --method spmi --storage-path s3://b/hpo "
                                        "--storage-endpoint http://m:9000 --name s1 --resume\n")
-    grid = SimpleNamespace(num_trials=6, storage_path="hpo", name="t1", extra={"skipped": []}, tracking_uri="",
-                           parent_run_id="")
+    grid = SimpleNamespace(num_trials=6, storage_path="hpo", name="t1", extra=SimpleNamespace(skipped=()),
+                           tracking_uri="", parent_run_id="")
     for module in (confirm, reproduce):
         monkeypatch.setattr(module, "run_grid", lambda *a: states)
         monkeypatch.setattr(module, "all_done", lambda *a: False)

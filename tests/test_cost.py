@@ -123,9 +123,9 @@ def test_search_trainer_measures_the_test_set_only_at_the_last_epoch(tmp_path):
     common = ["--dataset", "fmnist", "--preset", "quick", "--data-root", str(tmp_path / "data"), "--no-verify-data",
               "--labelled", "20", "--val-size", "50", "--storage-path", str(tmp_path / "hpo")]
     plan_, _ = search.prepare(search.build_parser().parse_args([*common, "--name", "a"]))
-    assert plan_.base["eval_test"] == "end"   # the trial tests its best weights itself (tuning.best)
+    assert plan_.base.eval_test == "end"   # the trial tests its best weights itself (tuning.trial.best)
     plan_, _ = search.prepare(search.build_parser().parse_args([*common, "--name", "b", "--set", "eval_test=every"]))
-    assert plan_.base["eval_test"] == "every"
+    assert plan_.base.eval_test == "every"
 
 
 @pytest.mark.slow

@@ -26,10 +26,10 @@ from spmi.data import (
     load_dataset,
     spec_checksum,
 )
-from tuning import plan as P
-from tuning import search
-from tuning.nodedata import node_dataset
-from tuning.storage import open_storage
+from tuning.cli import search
+from tuning.plan import search_plan as P
+from tuning.record.storage import open_storage
+from tuning.trial.nodedata import node_dataset
 
 HOST = socket.gethostname()
 

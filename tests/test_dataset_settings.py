@@ -52,12 +52,14 @@ def test_flags_override_the_dataset_and_other_methods_get_only_their_options() -
 
 def test_search_base_agrees_with_a_single_run(tmp_path: Path) -> None:
     from tuning.cli.search import build_parser as search_parser
+    from tuning.cli.search import search_options
     from tuning.plan import search_plan as P
     write_cifar100(tmp_path / "data", n_train=3000, n_test=20)
     flags = ["--dataset", "cifar100", "--labelled", "200", "--val-size", "100", "--data-root", str(tmp_path / "data"),
              "--no-verify-data"]
     args = search_parser().parse_args([*flags, "--storage-path", str(tmp_path / "hpo"), "--gpus-per-trial", "0"])
-    plan, space = P.make_plan(args, open_storage(str(tmp_path / "hpo")), "t", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    plan, space = P.make_plan(search_options(args), open_storage(str(tmp_path / "hpo")), "t",
+                              f"sqlite:///{tmp_path / 'mlflow.db'}")
     base = plan.base_config
     run = single_run(*flags)
     assert paper_part(base)[1:] == paper_part(run)[1:] == (0.05, "wrn_28_8", "cifar10_spmi", 20, 0.9)

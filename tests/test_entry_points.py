@@ -19,8 +19,8 @@ PROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())
 SCRIPTS: dict[str, str] = PROJECT["project"]["scripts"]
 # how each CLI is documented to run without an install (cwd: the repository), and its usage line then
 CLASSIC = {"spmi.train": (["-m", "spmi.train"], "python -m spmi.train"),
-           "tuning.cli.search": (["tuning/search.py"], "python tuning/search.py"),
-           "tuning.cli.confirm": (["-m", "tuning.cli.confirm"], "python -m tuning.cli.confirm")}
+           "tuning.search": (["tuning/search.py"], "python tuning/search.py"),
+           "tuning.confirm": (["-m", "tuning.confirm"], "python -m tuning.confirm")}
 
 
 def test_every_cli_has_a_command():

@@ -4,11 +4,15 @@ except the one on which the scheduler stops the trial, then ``on_trial_complete`
 
 from __future__ import annotations
 
+import dataclasses
+import pickle
+
 import optuna
 import pytest
 from optuna.trial import TrialState
 from ray.tune.search.optuna import OptunaSearch
 
+from tuning.driver.searcher import AshaOptunaSearch
 from tuning.record import optuna_study
 
 MAX_EPOCHS = 4
@@ -23,10 +27,16 @@ DISTS = {"lr": optuna.distributions.FloatDistribution(0.01, 0.1, log=True),
          "warmup": optuna.distributions.IntDistribution(0, 3)}
 
 
-def searcher(url: str, name: str, cls=optuna_study.AshaOptunaSearch):
-    kwargs = {"max_epochs": MAX_EPOCHS} if cls is optuna_study.AshaOptunaSearch else {}
-    return cls(space=space, metric="val/acc", mode="max", study_name=name, storage=optuna_study.storage(url),
-               sampler=optuna_study.make_sampler(optuna_study.tpe_settings(8, 2, seed=0)), **kwargs)
+def searcher(url: str, name: str, cls=AshaOptunaSearch, points: list | None = None):
+    sampler = optuna_study.make_sampler(optuna_study.tpe_settings(8, 2, seed=0))
+    if cls is OptunaSearch:
+        return cls(space=space, metric="val/acc", mode="max", study_name=name, storage=optuna_study.storage(url),
+                   sampler=sampler, points_to_evaluate=points)
+    if not optuna_study.study_exists(url, name):
+        attrs = optuna_study.StudyAttrs("spmi", "fmnist", "val/acc", "max", MAX_EPOCHS)
+        optuna_study.create_study(url, name, "max", attrs)   # as the driver does before the searcher starts
+    return cls(space=space, metric="val/acc", mode="max", storage_url=url, study_name=name, sampler=sampler,
+               max_epochs=MAX_EPOCHS, points_to_evaluate=points)
 
 
 def drive(s, trial_id: str, accs: list[float], stopped: bool = True, error: bool = False) -> None:
@@ -75,16 +85,36 @@ def test_ray_optuna_search_alone_calls_a_stopped_trial_complete(url):
     assert trial.state == TrialState.COMPLETE and trial.value == 0.45
 
 
+def test_it_proposes_what_rays_optuna_search_proposed(url):
+    """Same seed, first points and told values: the same configurations, before and after
+    TPE's start-up trials (every trial runs all epochs with a rising accuracy, so Ray's
+    last value and this searcher's best one agree)."""
+    def proposals(cls, name: str) -> list[dict]:
+        s = searcher(url, name, cls=cls, points=[{"lr": 0.05, "warmup": 2}])
+        out = []
+        for i in range(6):
+            config = s.suggest(f"t{i}")
+            out.append(config)
+            accs = [min(0.99, config["lr"] * (k + 1) + 0.01 * config["warmup"]) for k in range(MAX_EPOCHS)]
+            drive_results = [{"val/acc": a, "epoch": k + 1, "training_iteration": k + 1} for k, a in enumerate(accs)]
+            for r in drive_results[:-1]:
+                s.on_trial_result(f"t{i}", r)
+            s.on_trial_complete(f"t{i}", result=drive_results[-1])
+        return out
+    ours, rays = proposals(AshaOptunaSearch, "ours"), proposals(OptunaSearch, "rays")
+    assert ours[0] == {"lr": 0.05, "warmup": 2} and ours == rays
+
+
 def test_state_survives_save_and_restore_and_orphans_fail(url, tmp_path):
     s = searcher(url, "resume")
     s.suggest("a")
     s.on_trial_result("a", {"val/acc": 0.3, "epoch": 1})
     s.save(str(tmp_path / "searcher.pkl"))
+    saved_sampler = pickle.dumps(s.sampler)             # its settings and RNG state at the snapshot
     s.suggest("orphan")                                # asked after the snapshot; driver then killed
-    restored = searcher(url, "resume")
+    restored = pickle.loads(pickle.dumps(searcher(url, "resume")))   # as Tune keeps it in tuner.pkl
     restored.restore(str(tmp_path / "searcher.pkl"))
-    sampler = restored._ot_study.sampler                # the TPE settings came back with it
-    assert (sampler._n_startup_trials, sampler._constant_liar, sampler._multivariate) == (2, True, True)
+    assert pickle.dumps(restored.sampler) == saved_sampler   # the TPE sampler came back as it was
     restored.on_trial_result("a", {"val/acc": 0.3, "epoch": 1})   # re-reported epoch: not counted twice
     restored.on_trial_complete("a", result={"val/acc": 0.5, "epoch": 2})
     a, orphan = by_number(url, "resume")
@@ -95,12 +125,12 @@ def test_state_survives_save_and_restore_and_orphans_fail(url, tmp_path):
 
 
 def test_tpe_settings_are_explicit_and_scaled():
-    quick = optuna_study.tpe_settings(8, 2, seed=3)
+    quick = dataclasses.asdict(optuna_study.tpe_settings(8, 2, seed=3))
     assert quick == {"multivariate": True, "group": True, "constant_liar": True, "n_startup_trials": 2,
                      "n_ei_candidates": 24, "seed": 3}
-    assert optuna_study.tpe_settings(64, 1, seed=0)["n_startup_trials"] == 10
-    assert optuna_study.tpe_settings(64, 1, seed=0)["constant_liar"] is False
-    assert optuna_study.tpe_settings(32, None, seed=0)["n_startup_trials"] == 8
+    assert optuna_study.tpe_settings(64, 1, seed=0).n_startup_trials == 10
+    assert optuna_study.tpe_settings(64, 1, seed=0).constant_liar is False
+    assert optuna_study.tpe_settings(32, None, seed=0).n_startup_trials == 8
 
 
 def test_warm_start_copies_evaluated_trials_judged_at_the_new_budget(url):
@@ -108,7 +138,7 @@ def test_warm_start_copies_evaluated_trials_judged_at_the_new_budget(url):
     drive(s, "short", [0.30, 0.45])
     drive(s, "long", [0.40, 0.60, 0.55, 0.58])
     drive(s, "bad", [0.1], error=True)
-    attrs = {"method": "spmi", "dataset": "fmnist", "metric": "val/acc", "mode": "max", "max_epochs": 2}
+    attrs = optuna_study.StudyAttrs("spmi", "fmnist", "val/acc", "max", max_epochs=2)
     assert optuna_study.check_warm_start(url, "old", attrs) == 2
     with pytest.raises(ValueError, match="has dataset 'cifar10'"):
         optuna.load_study(study_name="old", storage=optuna_study.storage(url)).set_user_attr("dataset", "cifar10")
@@ -129,7 +159,8 @@ def test_warm_start_copies_evaluated_trials_judged_at_the_new_budget(url):
     with pytest.raises(ValueError, match="already has a study named 'new'"):
         optuna_study.create_study(url, "new", "max", attrs)
     # TPE of the new study samples from them (it is past its start-up trials)
-    sampler = optuna_study.make_sampler({**optuna_study.tpe_settings(8, 1, seed=0), "n_startup_trials": 1})
+    settings = dataclasses.replace(optuna_study.tpe_settings(8, 1, seed=0), n_startup_trials=1)
+    sampler = optuna_study.make_sampler(settings)
     study = optuna.load_study(study_name="new", storage=optuna_study.storage(url), sampler=sampler)
     study.ask(DISTS)
     assert len(study.trials) == 3
@@ -144,8 +175,7 @@ def test_cli_warm_start_seeds_the_new_study_before_ray_starts(tmp_path):
     storage = tmp_path / "hpo"
     url = optuna_study.default_storage(str(storage))
     dists = load_space(tiny["space"], "spmi").distributions()
-    old = optuna_study.create_study(url, "old", "max", {"method": "spmi", "dataset": "fmnist", "metric": "val/acc",
-                                                        "mode": "max", "max_epochs": 3})
+    old = optuna_study.create_study(url, "old", "max", optuna_study.StudyAttrs("spmi", "fmnist", "val/acc", "max", 3))
     earlier = ((0.02, {1: 0.3, 2: 0.5, 3: 0.6}, TrialState.COMPLETE), (0.08, {1: 0.2}, TrialState.PRUNED))
     for lr, values, state in earlier:
         old.add_trial(optuna.trial.create_trial(

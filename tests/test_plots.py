@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tuning import plots
+from tuning.results import plots
 
 PARAMS = {"lr": "loguniform", "weight_decay": "loguniform", "eps": "loguniform", "width": "logint", "warmup": "int",
           "tau": "uniform", "score": "categorical"}

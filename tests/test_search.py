@@ -22,7 +22,7 @@ from spmi.methods.spmi import SPMIOptions
 from tuning.cli import search
 from tuning.record import mlflow_log
 
-SEARCH = Path(search.__file__).resolve()
+SEARCH = Path(__file__).resolve().parent.parent / "tuning" / "search.py"  # the script (a shim over tuning.cli.search)
 SPACE = """\
 method: spmi
 dataset: fmnist
@@ -188,7 +188,7 @@ def test_three_trial_search_end_to_end(searched: dict, tiny: dict[str, Path]) ->
     assert "report/report.md" in artifacts and "report/learning_curves.png" in artifacts
     assert parent["tags.best_trial_id"].iloc[0] in set(children["tags.trial_id"])
 
-    from tuning.results import report as report_cli  # standalone, on the finished search
+    from tuning.cli import report as report_cli  # standalone, on the finished search
     (report / "report.md").unlink()
     assert report_cli.main([str(storage / "e2e"), "--no-mlflow"]) == 0
     assert (report / "report.md").is_file()

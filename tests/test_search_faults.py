@@ -69,11 +69,12 @@ def test_a_diverging_trial_fails_and_is_never_best(tiny: dict[str, Path], tmp_pa
     assert "| diverged |" in (storage / "div" / "report" / "trials.md").read_text()
 
     # Optuna was told the diverged trial failed, and the good one completed
-    from ray.tune.search import ConcurrencyLimiter
-    from ray.tune.search.optuna import OptunaSearch
-    searcher = ConcurrencyLimiter(OptunaSearch(), max_concurrent=1)
-    searcher.restore_from_dir(str(storage / "div"))
-    states = sorted(t.state.name for t in searcher.searcher._ot_study.trials)
+    import optuna
+
+    from tuning.record import optuna_study
+    url = optuna_study.default_storage(str(storage))
+    study = optuna.load_study(study_name="div", storage=optuna_study.storage(url))
+    states = sorted(t.state.name for t in study.trials)
     assert states == ["COMPLETE", "FAIL"]
 
 

@@ -171,8 +171,8 @@ def test_resume_after_the_mlflow_store_was_deleted(tiny, tmp_path, capsys, no_ra
     assert search.main(argv) == 0 and len(no_ray) == 1
     (storage / "mlflow.db").unlink()
     # a new driver process (this one keeps the deleted file open through MLflow's engine cache)
-    stub = ("import sys; import tuning.driver.runner as r; r.run_search = lambda *a: 99; from tuning import search; "
-            "sys.exit(search.main(sys.argv[1:]))")
+    stub = ("import sys; import tuning.driver.runner as r; r.run_search = lambda *a: 99; "
+            "from tuning.cli import search; sys.exit(search.main(sys.argv[1:]))")
     done = subprocess.run([sys.executable, "-c", stub, *argv, "--resume"], capture_output=True, text=True,
                           timeout=300, cwd=Path(__file__).resolve().parent.parent)
     err = done.stderr.strip()
@@ -249,3 +249,41 @@ def test_a_read_only_storage_folder_is_one_line_at_once(tiny, readonly_dir, tmp_
     err = one_line(argv, capsys)
     assert "cannot be written" in err and str(readonly_dir) in err
     assert no_ray == []
+
+
+# ------------------------------------------------------------------ searches of an earlier layout
+
+
+def test_a_search_of_the_previous_layout_is_refused_in_one_line(tiny, tmp_path, capsys, no_ray) -> None:
+    """Its saved Tune state pickles classes by module paths that moved (tuning.optuna_study,
+    tuning.callbacks, ...): resuming it is refused before Ray starts, saying what still works."""
+    import json
+    storage = tmp_path / "hpo"
+    argv = common(tiny, storage) + ["--max-epochs", "3", "--name", "old"]
+    assert search.main(argv) == 0 and len(no_ray) == 1
+    plan_file = storage / "old" / "search.json"
+    plan = json.loads(plan_file.read_text())
+    assert plan["version"] == 2
+    del plan["version"]  # what a plan of the previous layout holds
+    plan_file.write_text(json.dumps(plan))
+    err = one_line(argv + ["--resume"], capsys)
+    assert err == (f"error: {storage / 'old'}: this search was started by an earlier layout of tuning/ (version 1, "
+                   f"this one writes 2), whose saved Ray Tune state names modules that do not exist here, so it "
+                   f"cannot be resumed; its trials and report stay readable (python tuning/report.py "
+                   f"{storage / 'old'}); start a new search with another --name")
+    assert len(no_ray) == 1  # Ray never started for it
+    plan["version"] = 2
+    plan_file.write_text(json.dumps(plan))
+    assert search.main(argv + ["--resume"]) == 0 and no_ray[-1][1] is True  # this layout's own resumes
+
+
+def test_a_grid_of_the_previous_layout_is_refused_in_one_line(tmp_path) -> None:
+    import json
+
+    from tuning.plan.grid_plan import load_grid
+    folder = tmp_path / "s" / "confirm"
+    folder.mkdir(parents=True)
+    (folder / "confirm.json").write_text(json.dumps({"name": "confirm", "cells": {}}))  # no version: layout 1
+    with pytest.raises(ValueError, match=r"confirm: this grid was started by an earlier layout of tuning/ "
+                                         r"\(version 1, .*move the folder away to run it anew$"):
+        load_grid(folder / "confirm.json", resuming=True)

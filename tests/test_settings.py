@@ -68,16 +68,18 @@ def test_a_trial_config_is_checked_once_and_the_trainer_takes_it_as_it_is(tmp_pa
                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     from spmi.data import load_dataset
     from spmi.trainer import Trainer
-    from tuning.trial.trainable import all_params, trial_config
+    from tuning.trial.run import all_params
+    from tuning.trial.spec import Location, Resources, Tracking, TrialSpec
     write_idx_fmnist(tmp_path, n_train=300, n_test=40)
     data = load_dataset("fmnist", tmp_path, verify=False)
     base = {"dataset": "fmnist", "data_root": str(tmp_path), "labelled": 20, "val_size": 30, "unlabelled_size": 64,
             "batch_size": 16, "epochs": 1, "device": "cpu"}
-    flat_base = resolve(base).to_dict()  # the search's base (search.json)
+    spec = TrialSpec(Tracking("sqlite:///x.db", "1", "p", "s"), Resources(1, 0), Location(str(tmp_path), "s"),
+                     base=resolve(base))  # the search's base, resolved once by the driver
     calls = []
     real = C.check_config
     monkeypatch.setattr(C, "check_config", lambda cfg: calls.append(cfg) or real(cfg))
-    cfg = trial_config({"tau": 1.5}, flat_base)
+    cfg = spec.point({"tau": 1.5}).config
     trainer = Trainer(cfg, data)
     params = all_params(trainer.cfg)
     assert len(calls) == 1

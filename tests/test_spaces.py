@@ -11,6 +11,7 @@ from pathlib import Path
 import optuna
 import pytest
 
+from spmi.config import resolve
 from spmi.data import DATASETS
 from spmi.methods import list_methods
 from tuning.plan import search_plan as P
@@ -351,7 +352,8 @@ def test_extends_errors_name_the_file_that_holds_the_problem(tmp_path: Path) -> 
 def plan_for(tmp_path: Path, space_path: Path, preset: str | None) -> P.SearchPlan:
     return P.SearchPlan(name="s", storage_path=str(tmp_path / "hpo"), dataset="cifar100", method="spmi",
                         space_path=str(space_path), num_samples=1, max_epochs=1, grace_period=1, reduction_factor=2,
-                        seed=0, cpus_per_trial=1, gpus_per_trial=0.0, max_concurrent=1, tracking_uri="x", base={},
+                        seed=0, cpus_per_trial=1, gpus_per_trial=0.0, max_concurrent=1, tracking_uri="x",
+                        base=resolve({"dataset": "cifar100"}),
                         preset=preset)
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from tuning import mlflow_log
+from tuning.record import mlflow_log
 
 CPU = "system/cpu_utilization_percentage"
 

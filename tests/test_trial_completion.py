@@ -11,6 +11,7 @@ import pytest
 from tuning.driver.callbacks import CloseTrialRuns
 from tuning.record import mlflow_log
 from tuning.trial import trainable
+from tuning.trial.spec import Tracking
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +45,7 @@ def test_only_a_closed_run_counts_as_complete(store):
 
 def test_restarted_completed_trial_reports_instead_of_training(store, monkeypatch):
     uri, exp, run_id, tid = store
-    meta = {"tracking_uri": uri, "experiment_id": exp}
+    meta = Tracking(uri, exp, parent_run_id="", search="s")
     reported = []
     monkeypatch.setattr(trainable.tune, "report", lambda metrics, **kw: reported.append(metrics))
     assert trainable.report_if_completed(meta, tid) is False and reported == []

@@ -18,7 +18,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from .registry import DataError
+from .errors import DataError
 
 Arrays = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 _CHUNK = 1 << 20

@@ -10,12 +10,10 @@ from typing import TYPE_CHECKING, Any
 
 from spmi.registry import Registry
 
+from .errors import DataError
+
 if TYPE_CHECKING:
     from .formats import Format
-
-
-class DataError(Exception):
-    """A dataset is missing, corrupt or misnamed; the message says how to fix it."""
 
 
 @dataclass(frozen=True)

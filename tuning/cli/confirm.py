@@ -15,25 +15,24 @@ on stderr (exit 2) before Ray starts.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
-import math
 import shlex
 import sys
 from pathlib import Path
 from typing import Any
 
-if __name__ == "__main__":
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-
-from spmi.cli_options import DefaultsFormatter, invoked_as  # noqa: E402
-from tuning.cli import search as _search_env  # noqa: E402,F401  (the search's Ray/MLflow environment settings)
-from tuning.driver.grid import GridPlan, all_done, load_grid, results, run_grid  # noqa: E402
-from tuning.driver.runner import finished, interrupted  # noqa: E402
-from tuning.plan import search_plan as P  # noqa: E402
-from tuning.record import mlflow_log  # noqa: E402
+from spmi.cli_options import DefaultsFormatter, invoked_as
+from spmi.config import resolve
+from tuning.cli.environment import apply_environment
+from tuning.driver.grid import all_done, run_grid
+from tuning.driver.runner import finished, interrupted
+from tuning.plan import search_plan as P
+from tuning.plan.grid_plan import Cell, ConfirmSettings, GridPlan, TopConfig, load_grid
+from tuning.record import mlflow_log
+from tuning.results.confirmation import METRICS, Verdict, fmt4, render, summary
 
 GRID_NAME, PLAN_FILE, ROLE = "confirm", "confirm.json", "confirm"
-METRICS = {"val_acc": "val/acc", "test_acc": "test/acc (final epoch)", "best_test_acc": "test/acc (best-val epoch)"}
 
 
 def command() -> str:
@@ -61,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def top_configurations(search: P.SearchPlan, k: int) -> list[dict[str, Any]]:
+def top_configurations(search: P.SearchPlan, k: int) -> list[TopConfig]:
     """The search's ``k`` best distinct configurations: trials trained to max_epochs first,
     then by final val/acc (trials ASHA stopped only when too few finished)."""
     from tuning.results.trials import read_trials
@@ -78,8 +77,8 @@ def top_configurations(search: P.SearchPlan, k: int) -> list[dict[str, Any]]:
         for name, param in space.params.items():
             v = row[name].item() if hasattr(row[name], "item") else row[name]
             params[name] = int(v) if param.distribution in ("int", "logint") else v
-        out.append({"rank": rank, "trial_id": row["trial_id"], "epochs": int(row["epochs"]),
-                    "val_acc": float(row["val_acc"]), "params": params})
+        out.append(TopConfig(rank=rank, trial_id=row["trial_id"], epochs=int(row["epochs"]),
+                             val_acc=float(row["val_acc"]), params=params))
     return out
 
 
@@ -93,7 +92,7 @@ def prepare(args: argparse.Namespace) -> tuple[GridPlan, P.SearchPlan, bool]:
         raise ValueError(f"search {args.name} has no MLflow parent run; it never started")
     path = Path(search.experiment_path) / GRID_NAME / PLAN_FILE
     if path.exists():
-        grid = load_grid(path)
+        grid = load_grid(path, resuming=True)
         P.check_resources(grid.cpus_per_trial, grid.gpus_per_trial, local=args.address is None,
                           workers=grid.workers_per_trial)
         mlflow_log.check_store(grid.tracking_uri)
@@ -113,77 +112,19 @@ def prepare(args: argparse.Namespace) -> tuple[GridPlan, P.SearchPlan, bool]:
     mlflow_log.check_store(search.tracking_uri)
     P.check_data(search.base_config, local=args.address is None)
     top = top_configurations(search, args.top)
-    # test accuracy at the last epoch and of the best weights there (tuning.best), not every epoch
-    base = {**search.base, "epochs": epochs, "device": "cuda" if gpus > 0 else "cpu", "eval_test": "end"}
-    cells = {f"rank{c['rank']}": {"base": base, "values": c["params"],
-                                  "tags": {"confirm_rank": c["rank"], "source_trial": c["trial_id"]}} for c in top}
+    # test accuracy at the last epoch and of the best weights there (tuning.trial.best), not every epoch
+    base = resolve({**search.base.to_dict(), "epochs": epochs, "device": "cuda" if gpus > 0 else "cpu",
+                    "eval_test": "end"})
+    cells = tuple(Cell(f"rank{c.rank}", base, c.params, {"confirm_rank": c.rank, "source_trial": c.trial_id})
+                  for c in top)
     grid = GridPlan(
         name=GRID_NAME, storage_path=str(Path(search.experiment_path)), plan_file=PLAN_FILE, cells=cells,
         seeds=list(range(args.first_seed, args.first_seed + args.seeds)), epochs=epochs,
         tracking_uri=search.tracking_uri, experiment_id=search.experiment_id, parent_run_id=search.parent_run_id,
         role=ROLE, search=search.name, git_commit=P.git_commit(), cpus_per_trial=cpus, gpus_per_trial=gpus,
         workers_per_trial=workers, check_sync=search.check_sync, max_concurrent=args.max_concurrent,
-        extra={"top": top})
+        extra=ConfirmSettings(tuple(top)))
     return grid, search, False
-
-
-def summary(grid: GridPlan) -> tuple[Any, Any, dict[str, Any]]:
-    """Per-run table, per-configuration summary and the verdict (chosen configuration,
-    separation by val/acc and by final test/acc)."""
-    from tuning.results.stats import separates, summarise
-    runs = results(grid)
-    table = summarise(runs, "cell", METRICS)
-    ranks = {f"rank{c['rank']}": c for c in grid.extra["top"]}
-    table.insert(1, "search_val_acc", [ranks[c]["val_acc"] for c in table["cell"]])
-    for name in next(iter(ranks.values()))["params"]:
-        table[name] = [ranks[c]["params"][name] for c in table["cell"]]
-    table = table.sort_values("val/acc/mean", ascending=False).reset_index(drop=True)
-    chosen = table.iloc[0]
-    verdict: dict[str, Any] = {"chosen": chosen["cell"], "params": ranks[chosen["cell"]]["params"],
-                               "seeds": grid.seeds, "epochs": grid.epochs}
-    for metric in ("val/acc", "test/acc (final epoch)"):
-        a = (chosen[f"{metric}/lo"], chosen[f"{metric}/hi"])
-        verdict[metric] = {row["cell"]: bool(separates(a, (row[f"{metric}/lo"], row[f"{metric}/hi"])))
-                           for _, row in table.iloc[1:].iterrows()}
-    verdict["statement"] = statement(verdict, len(table))
-    return runs, table, verdict
-
-
-def statement(verdict: dict[str, Any], k: int) -> str:
-    chosen = verdict["chosen"]
-    if k < 2:
-        return f"Only one configuration was confirmed ({chosen}); there is nothing to separate."
-    parts = []
-    for metric in ("val/acc", "test/acc (final epoch)"):
-        sep = verdict[metric]
-        apart = [c for c, s in sep.items() if s]
-        if len(apart) == len(sep):
-            parts.append(f"By {metric}, the 95% interval of {chosen} separates it from every other configuration.")
-        elif not apart:
-            parts.append(f"By {metric}, the 95% interval of {chosen} overlaps those of all others "
-                         f"({', '.join(sep)}): the seeds do not tell these configurations apart.")
-        else:
-            parts.append(f"By {metric}, {chosen} is separated from {', '.join(apart)} but overlaps "
-                         f"{', '.join(c for c in sep if not sep[c])}.")
-    return " ".join(parts)
-
-
-def render(grid: GridPlan, search: P.SearchPlan, runs: Any, table: Any, verdict: dict[str, Any]) -> str:
-    from tuning.results.report import markdown_table
-    cols = ["cell", "n", "search_val_acc"]
-    for metric in METRICS.values():
-        cols += [f"{metric}/mean", f"{metric}/std", f"{metric}/lo", f"{metric}/hi"]
-    params = list(verdict["params"])
-    return "\n".join([
-        f"# Confirmation of search {search.name}: {search.method} on {search.dataset}", "",
-        f"The search's top {len(table)} configurations by final val/acc, each trained with seeds "
-        f"{', '.join(map(str, grid.seeds))} for {grid.epochs} epochs (no early stopping). Intervals are "
-        f"two-sided 95% Student-t intervals of the mean over seeds. test/acc is reported at the final epoch "
-        f"and at each run's best-val epoch; the choice uses validation only.", "",
-        f"**Chosen on validation: {verdict['chosen']}** "
-        + " ".join(f"{k}={v}" for k, v in verdict["params"].items()), "",
-        verdict["statement"], "", "## Per configuration", "", markdown_table(table[cols]), "",
-        markdown_table(table[["cell", *params]]), "", "## Runs", "", markdown_table(runs), ""])
 
 
 def finish(grid: GridPlan, search: P.SearchPlan) -> int:
@@ -192,21 +133,21 @@ def finish(grid: GridPlan, search: P.SearchPlan) -> int:
     folder.mkdir(parents=True, exist_ok=True)
     table.to_parquet(folder / "confirm.parquet", index=False)
     runs.to_parquet(folder / "confirm_runs.parquet", index=False)
-    (folder / "confirm.json").write_text(json.dumps(verdict, indent=2))
+    (folder / "confirm.json").write_text(json.dumps(verdict.to_dict(), indent=2))
     (folder / "confirm.md").write_text(render(grid, search, runs, table, verdict))
     log_to_parent(grid, folder, table, verdict)
-    print(f"chosen on validation: {verdict['chosen']} "
-          + " ".join(f"{k}={v}" for k, v in verdict["params"].items()), flush=True)
+    print(f"chosen on validation: {verdict.chosen} "
+          + " ".join(f"{k}={v}" for k, v in verdict.params.items()), flush=True)
     for _, row in table.iterrows():
         print(f"  {row['cell']}: " + "; ".join(
-            f"{m} {row[f'{m}/mean']:.4f} ± {_num(row[f'{m}/std'])} [{_num(row[f'{m}/lo'])}, {_num(row[f'{m}/hi'])}]"
+            f"{m} {row[f'{m}/mean']:.4f} ± {fmt4(row[f'{m}/std'])} [{fmt4(row[f'{m}/lo'])}, {fmt4(row[f'{m}/hi'])}]"
             for m in METRICS.values()), flush=True)
-    print(verdict["statement"], flush=True)
+    print(verdict.statement, flush=True)
     print(f"confirmation: {folder / 'confirm.md'}", flush=True)
     return 0
 
 
-def log_to_parent(grid: GridPlan, folder: Path, table: Any, verdict: dict[str, Any]) -> None:
+def log_to_parent(grid: GridPlan, folder: Path, table: Any, verdict: Verdict) -> None:
     uri, run_id = grid.tracking_uri, grid.parent_run_id
     try:
         c = mlflow_log.client(uri)
@@ -216,18 +157,15 @@ def log_to_parent(grid: GridPlan, folder: Path, table: Any, verdict: dict[str, A
                    f"/{s}": row[f"{m}/{s}"] for _, row in table.iterrows() for m in METRICS.values()
                    for s in ("mean", "std", "lo", "hi")}
         mlflow_log.log_metrics(uri, run_id, metrics, step=0)
-        mlflow_log.set_tags(uri, run_id, {"confirm.chosen": verdict["chosen"],
-                                          "confirm.statement": verdict["statement"][:5000],
-                                          **{f"confirm.chosen.{k}": v for k, v in verdict["params"].items()}})
+        mlflow_log.set_tags(uri, run_id, {"confirm.chosen": verdict.chosen,
+                                          "confirm.statement": verdict.statement[:5000],
+                                          **{f"confirm.chosen.{k}": v for k, v in verdict.params.items()}})
     except Exception as err:  # the files stand without MLflow
         print(f"warning: could not log the confirmation to MLflow ({uri}): {err}", file=sys.stderr)
 
 
-def _num(v: float) -> str:
-    return "n/a" if v is None or math.isnan(v) else f"{v:.4f}"
-
-
 def main(argv: list[str] | None = None) -> int:
+    apply_environment()
     args = build_parser().parse_args(argv)
     from spmi.data import DataError
     try:
@@ -236,7 +174,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     if not resumed:
-        grid.command = command() + " " + shlex.join(sys.argv[1:] if argv is None else argv)
+        grid = dataclasses.replace(grid, command=command() + " "
+                                   + shlex.join(sys.argv[1:] if argv is None else argv))
         grid.save()
     states = run_grid(grid, resumed, args.address)
     if states is None:
@@ -246,6 +185,3 @@ def main(argv: list[str] | None = None) -> int:
                            f"{command()} {search.name} --storage-path {search.storage_path} --resume")
     return finish(grid, search)
 
-
-if __name__ == "__main__":
-    sys.exit(main())

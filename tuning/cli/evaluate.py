@@ -15,14 +15,9 @@ import argparse
 import contextlib
 import os
 import sys
-from pathlib import Path
 
-if __name__ == "__main__":
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-
-os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
-
-from spmi.cli_options import DefaultsFormatter, invoked_as  # noqa: E402
+from spmi.cli_options import DefaultsFormatter, invoked_as
+from tuning.cli.environment import apply_environment
 
 
 def evaluate(model_uri: str, tracking_uri: str, data_root: str | None = None, device: str = "cpu",
@@ -48,7 +43,8 @@ def evaluate(model_uri: str, tracking_uri: str, data_root: str | None = None, de
 
 def main(argv: list[str] | None = None) -> int:
     from tuning.record.mlflow_log import default_uri
-    p = argparse.ArgumentParser(prog=invoked_as("tuning.cli.evaluate", "python tuning/evaluate.py"),
+    apply_environment()
+    p = argparse.ArgumentParser(prog=invoked_as("tuning.evaluate", "python tuning/evaluate.py"),
                                 description=__doc__.split("\n\n")[0], formatter_class=DefaultsFormatter)
     p.add_argument("model", help="models:/<method>-<dataset>@best, models:/<name>/<version> or runs:/<run id>/model")
     p.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI") or default_uri("hpo_results"),
@@ -73,6 +69,3 @@ def main(argv: list[str] | None = None) -> int:
               f"test/acc {float(out['recorded']):.4f}, val/acc {float(meta['val_acc']):.4f}")
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -16,26 +16,26 @@ a parent run carrying the table. Cells whose data are absent are skipped with th
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
-import math
 import shlex
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-if __name__ == "__main__":
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-
-from spmi.cli_options import DefaultsFormatter, invoked_as  # noqa: E402
-from spmi.config import TrainConfig  # noqa: E402
-from tuning.cli import search as _search_env  # noqa: E402,F401  (the search's Ray/MLflow environment settings)
-from tuning.driver.grid import GridPlan, all_done, load_grid, results, run_grid  # noqa: E402
-from tuning.driver.runner import finished, interrupted  # noqa: E402
-from tuning.plan import search_plan as P  # noqa: E402
-from tuning.plan import settings as S  # noqa: E402
-from tuning.plan.paper_table import PAPER_METHODS, PAPER_ROWS, load_numbers  # noqa: E402
-from tuning.record import mlflow_log  # noqa: E402
+from spmi.cli_options import DefaultsFormatter, invoked_as
+from spmi.config import TrainConfig
+from tuning.cli.environment import apply_environment
+from tuning.driver.grid import all_done, run_grid
+from tuning.driver.runner import finished, interrupted
+from tuning.plan import search_plan as P
+from tuning.plan import settings as S
+from tuning.plan.grid_plan import Cell, GridPlan, SkippedCell, TableCell, TableSettings, load_grid
+from tuning.plan.paper_table import PAPER_METHODS, PAPER_ROWS, load_numbers
+from tuning.record import mlflow_log
+from tuning.results import reproduction
+from tuning.results.trials import grid_results
 
 PLAN_FILE, ROLE, TABLE_DIR = "reproduce.json", "reproduce", "table"
 
@@ -156,7 +156,7 @@ def cell_config(source: str, dataset: str, method: str, storage: Path) -> tuple[
             if (report / file).exists():
                 found = json.loads((report / file).read_text())[key]
                 if found:
-                    return dict(search.base), dict(found.get("params", found) if key == "best" else found)
+                    return search.base.to_dict(), dict(found.get("params", found) if key == "best" else found)
         raise ValueError(f"--config-from {source}: the search has no report; let it finish (or confirm it)")
     space = load_space(S.default_space(method), method, dataset)
     values = space.paper_values if source == "paper" else space.code_values
@@ -179,7 +179,7 @@ def prepare(args: argparse.Namespace) -> tuple[GridPlan, bool]:
         if path is None or not (path / PLAN_FILE).exists():
             raise ValueError(f"--resume: no table under {storage}" + (f" named {args.name}" if args.name else "")
                              + "; start one without --resume")
-        grid = load_grid(path / PLAN_FILE)
+        grid = load_grid(path / PLAN_FILE, resuming=True)
         P.check_resources(grid.cpus_per_trial, grid.gpus_per_trial, local=args.address is None,
                           workers=grid.workers_per_trial)
         mlflow_log.check_store(grid.tracking_uri)
@@ -197,8 +197,8 @@ def prepare(args: argparse.Namespace) -> tuple[GridPlan, bool]:
     for flag, value in (("--seeds", args.seeds), ("--epochs", args.epochs)):
         if value < 1:
             raise ValueError(f"{flag} {value} must be >= 1")
-    gpus = args.gpus_per_trial if args.gpus_per_trial is not None else P._default_gpus()
-    cpus = args.cpus_per_trial or P._default_cpus(gpus)
+    gpus = args.gpus_per_trial if args.gpus_per_trial is not None else P.default_gpus()
+    cpus = args.cpus_per_trial or P.default_cpus(gpus)
     P.check_resources(cpus, gpus, local=args.address is None, workers=args.workers_per_trial)
     if args.max_concurrent is not None and args.max_concurrent < 1:
         raise ValueError(f"--max-concurrent {args.max_concurrent} must be >= 1")
@@ -207,7 +207,7 @@ def prepare(args: argparse.Namespace) -> tuple[GridPlan, bool]:
     numbers = load_numbers(args.paper_numbers)
     rows, sources = rows_of(datasets, args.setting or []), sources_of(args.config_from or [], datasets, methods)
     roots = roots_of(args.data_root or [], datasets)
-    cells, skipped, checksums = {}, [], {}
+    cells, facts, skipped, checksums = [], [], [], {}
     for ds, labelled, rate in rows:
         common = {"dataset": ds, "labelled": labelled, "partial_rate": rate, "epochs": args.epochs,
                   "device": "cuda" if gpus > 0 else "cpu", "progress": False, "out": None, "data_root": roots[ds]}
@@ -222,169 +222,65 @@ def prepare(args: argparse.Namespace) -> tuple[GridPlan, bool]:
             if key not in checksums:
                 checksums[key] = P.check_data(config_from_flat(common))
         except DataError as err:
-            skipped += [{"dataset": ds, "labelled": labelled, "partial_rate": rate, "method": m,
-                         "reason": str(err).splitlines()[0]} for m in methods]
+            skipped += [SkippedCell(ds, labelled, rate, m, str(err).splitlines()[0]) for m in methods]
             continue
         for method in methods:
             source = sources[(ds, method)]
             base, values = cell_config(source, ds, method, storage)
-            sets = P.parse_sets(args.set or [], method, _NoSpace())
-            # test accuracy at the last epoch and of the best weights there (tuning.best); --set may change it
+            sets = P.parse_sets(args.set or [], method)  # nothing is searched here
+            # test accuracy at the last epoch and of the best weights there (tuning.trial.best); --set may change it
             base = {**base, **common, "eval_test": "end", **sets, "method": method}
             resolve({**values, "device": "cpu"}, config_from_flat(base))
-            cells[f"{ds}-l{labelled}-p{rate:g}-{method}"] = {
-                "base": base, "values": values,
-                "tags": {"row": f"{ds} / {labelled} / {rate:g}", "config_from": source, "reproduce": name},
-                "row": [ds, labelled, rate], "method": method, "config_from": source,
-                "paper": numbers.get((ds, labelled, rate, method))}
+            key = f"{ds}-l{labelled}-p{rate:g}-{method}"
+            cells.append(Cell(key, resolve(base), values, {"row": f"{ds} / {labelled} / {rate:g}",
+                                                           "config_from": source, "reproduce": name}))
+            facts.append(TableCell(key, ds, labelled, rate, method, source, numbers.get((ds, labelled, rate, method))))
     if not cells:
         raise ValueError("no cell has its data on this machine: " + "; ".join(
-            sorted({f"{s['dataset']}: {s['reason']}" for s in skipped})))
+            sorted({f"{s.dataset}: {s.reason}" for s in skipped})))
     grid = GridPlan(
         name=name, storage_path=str(storage), plan_file=PLAN_FILE, cells=cells,
         seeds=list(range(args.first_seed, args.first_seed + args.seeds)), epochs=args.epochs, tracking_uri=uri,
         experiment_id="", parent_run_id="", role=ROLE, search=name, git_commit=P.git_commit(),
         cpus_per_trial=cpus, gpus_per_trial=gpus, workers_per_trial=args.workers_per_trial,
         max_concurrent=args.max_concurrent,
-        extra={"datasets": datasets, "methods": methods, "rows": [list(r) for r in rows], "skipped": skipped,
-               "experiment": args.experiment})
+        extra=TableSettings(tuple(datasets), tuple(methods), tuple(rows), tuple(skipped), args.experiment,
+                            tuple(facts)))
     return grid, False
 
 
-class _NoSpace:
-    """``plan.parse_sets`` checks names against a searched space; here nothing is searched."""
-
-    params: dict[str, Any] = {}
-    path = "the table"
-
-
-def start_tracking(grid: GridPlan) -> None:
+def start_tracking(grid: GridPlan) -> GridPlan:
+    """Create the table's MLflow experiment and parent run; the grid with their ids, saved."""
     artifacts = None
     if grid.tracking_uri.startswith("sqlite:"):
-        artifacts = (Path(grid.storage_path) / "mlartifacts" / grid.extra["experiment"]).as_uri()
-    grid.experiment_id = mlflow_log.ensure_experiment(grid.tracking_uri, grid.extra["experiment"], artifacts)
+        artifacts = (Path(grid.storage_path) / "mlartifacts" / grid.extra.experiment).as_uri()
+    grid = dataclasses.replace(grid, experiment_id=mlflow_log.ensure_experiment(
+        grid.tracking_uri, grid.extra.experiment, artifacts))
     tags = {"reproduce": grid.name, "git_commit": grid.git_commit, **mlflow_log.standard_tags(grid.git_commit),
             "mlflow.source.name": "tuning/reproduce.py", "mlflow.note.content": f"```\n{grid.command}\n```"}
     params = {"epochs": grid.epochs, "seeds": ",".join(map(str, grid.seeds)),
-              "datasets": ",".join(grid.extra["datasets"]), "methods": ",".join(grid.extra["methods"]),
+              "datasets": ",".join(grid.extra.datasets), "methods": ",".join(grid.extra.methods),
               "workers_per_trial": grid.workers_per_trial, "gpus_per_trial": grid.gpus_per_trial,
               "cpus_per_trial": grid.cpus_per_trial}
     c = mlflow_log.client(grid.tracking_uri)
     run = c.create_run(grid.experiment_id, run_name=f"table {grid.name}", tags={**tags, "role": "reproduce-table"})
     mlflow_log.log_params(grid.tracking_uri, run.info.run_id, params)
-    grid.parent_run_id = run.info.run_id
+    grid = dataclasses.replace(grid, parent_run_id=run.info.run_id)
     grid.save()
-
-
-def table(grid: GridPlan) -> Any:
-    """Long table: one row per cell (run or skipped) with mean/std/n of test accuracy
-    (final epoch; and at the best-val epoch), val/acc, the paper's number and the difference."""
-    import pandas as pd
-
-    from tuning.results.stats import interval
-    runs = results(grid)
-    rows = []
-    for key, cell in grid.cells.items():
-        got = runs[runs["cell"] == key]
-        final, at_best = interval(got["test_acc"] * 100), interval(got["best_test_acc"] * 100)
-        val = interval(got["val_acc"] * 100)
-        paper = cell["paper"]
-        ds, labelled, rate = cell["row"]
-        rows.append({"dataset": ds, "labelled": labelled, "partial_rate": rate, "method": cell["method"],
-                     "config_from": cell["config_from"], "status": "ran", "reason": "", "n": final["n"],
-                     "test_acc_mean": final["mean"], "test_acc_std": final["std"],
-                     "test_acc_best_val_mean": at_best["mean"], "test_acc_best_val_std": at_best["std"],
-                     "val_acc_mean": val["mean"], "val_acc_std": val["std"], "paper": paper,
-                     "diff": (final["mean"] - paper) if paper is not None else math.nan})
-    for s in grid.extra["skipped"]:
-        rows.append({**s, "config_from": "", "status": "skipped", "n": 0})
-    frame = pd.DataFrame(rows)
-    frame["paper"] = frame["paper"].astype(float)
-    keys = ["dataset", "labelled", "partial_rate"]
-    best = frame[frame["status"] == "ran"].groupby(keys)["test_acc_mean"].transform("max")
-    frame["best"] = False
-    frame.loc[best.index, "best"] = frame.loc[best.index, "test_acc_mean"] == best
-    frame["epochs"] = grid.epochs
-    return frame
-
-
-def render(grid: GridPlan, frame: Any) -> str:
-    import pandas as pd
-
-    from tuning.results.report import markdown_table
-    methods = grid.extra["methods"]
-    lines = []
-    for (ds, labelled, rate), group in frame.groupby(["dataset", "labelled", "partial_rate"], sort=False):
-        row = {"dataset": ds, "l": labelled, "p": rate}
-        for m in methods:
-            cell = group[group["method"] == m]
-            if cell.empty:
-                row[m] = ""
-                continue
-            c = cell.iloc[0]
-            if c["status"] == "skipped":
-                row[m] = "skipped"
-                continue
-            text = f"{c['test_acc_mean']:.2f} ± {_num(c['test_acc_std'])}"
-            text = f"**{text}**" if c["best"] else text
-            paper = "paper n/a" if math.isnan(c["paper"]) else f"paper {c['paper']:.2f}, Δ {c['diff']:+.2f}"
-            row[m] = f"{text} ({paper})"
-        lines.append(row)
-    wide = pd.DataFrame(lines)
-    ran = frame[frame["status"] == "ran"]
-    out = [f"# SPMI paper table, reproduced: {grid.name}", "",
-           f"Test accuracy (%) at the final epoch, mean ± std over {len(grid.seeds)} seeds "
-           f"({', '.join(map(str, grid.seeds))}), **budget {grid.epochs} epochs** (the paper: 500). "
-           f"Bold: best of its row. Beside each cell the paper's number and our difference (ours − paper); "
-           f"'paper n/a': the paper's number is not known to this tool (see tuning/paper_table.py).", "",
-           markdown_table(wide), "", "Configurations: " + ", ".join(
-               sorted({f"{r.dataset}/{r.method}: {r.config_from}" for r in ran.itertuples()})), ""]
-    skipped = frame[frame["status"] == "skipped"]
-    if not skipped.empty:
-        out += ["## Skipped", ""]
-        for (ds, labelled, rate, reason), group in skipped.groupby(
-                ["dataset", "labelled", "partial_rate", "reason"], sort=False):
-            out.append(f"- {ds} l={labelled} p={rate:g} ({', '.join(group['method'])}): {reason}")
-        out.append("")
-    out += ["## All cells", "", markdown_table(frame.drop(columns=["reason"])), "", "![table](table.png)", ""]
-    return "\n".join(out)
-
-
-def figure(grid: GridPlan, frame: Any, path: Path) -> Path | None:
-    from tuning.results import plots
-    ran = frame[frame["status"] == "ran"]
-    if ran.empty:
-        return None
-    import numpy as np
-    plt = plots.plt
-    keys = list(dict.fromkeys(zip(ran["dataset"], ran["labelled"], ran["partial_rate"], strict=True)))
-    methods = [m for m in grid.extra["methods"] if m in set(ran["method"])]
-    width, paper_shown = 0.8 / len(methods), False
-    fig, ax = plt.subplots(figsize=(max(5, 1.8 * len(keys) * len(methods) / 2), 4.5))
-    for i, m in enumerate(methods):
-        sub = ran[ran["method"] == m].set_index(["dataset", "labelled", "partial_rate"]).reindex(keys)
-        x = np.arange(len(keys)) + (i - (len(methods) - 1) / 2) * width
-        ax.bar(x, sub["test_acc_mean"], width, yerr=sub["test_acc_std"].fillna(0), capsize=3, label=m)
-        if sub["paper"].notna().any():
-            ax.scatter(x, sub["paper"], marker="_", s=300, color="black", zorder=3,
-                       label=None if paper_shown else "paper")
-            paper_shown = True
-    ax.set_xticks(np.arange(len(keys)), [f"{d}\nl={lab} p={p:g}" for d, lab, p in keys])
-    ax.set(ylabel="test accuracy (%)", title=f"{grid.name}: {grid.epochs} epochs, {len(grid.seeds)} seeds")
-    ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=8)
-    return plots._save(fig, path)
+    return grid
 
 
 def finish(grid: GridPlan) -> int:
     folder = grid.experiment_path / TABLE_DIR
     folder.mkdir(parents=True, exist_ok=True)
-    frame = table(grid)
+    frame = reproduction.table(grid)
     frame.to_parquet(folder / "table.parquet", index=False)
     frame.to_csv(folder / "table.csv", index=False)
-    results(grid).to_parquet(folder / "runs.parquet", index=False)
-    figure(grid, frame, folder / "table.png")
-    text = render(grid, frame)
+    grid_results(grid).to_parquet(folder / "runs.parquet", index=False)
+    from tuning.results import plots  # (matplotlib: only when a table is drawn)
+    plots.paper_table(frame, list(grid.extra.methods), f"{grid.name}: {grid.epochs} epochs, {len(grid.seeds)} seeds",
+                      folder / "table.png")
+    text = reproduction.render(grid, frame)
     (folder / "table.md").write_text(text)
     try:
         c = mlflow_log.client(grid.tracking_uri)
@@ -401,11 +297,8 @@ def finish(grid: GridPlan) -> int:
     return 0
 
 
-def _num(v: float) -> str:
-    return "n/a" if v is None or math.isnan(v) else f"{v:.2f}"
-
-
 def main(argv: list[str] | None = None) -> int:
+    apply_environment()
     args = build_parser().parse_args(argv)
     from spmi.data import DataError
     from tuning.plan.spaces import SpaceError
@@ -415,16 +308,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     if not resumed:
-        grid.command = command() + " " + shlex.join(sys.argv[1:] if argv is None else argv)
+        grid = dataclasses.replace(grid, command=command() + " "
+                                   + shlex.join(sys.argv[1:] if argv is None else argv))
         try:
-            start_tracking(grid)
+            grid = start_tracking(grid)
         except Exception as err:
             print(f"error: could not set up MLflow at {grid.tracking_uri}: {err}", file=sys.stderr)
             return 2
     else:
         mlflow_log.reopen(grid.tracking_uri, grid.parent_run_id)
-    for s in grid.extra["skipped"]:
-        print(f"skipped {s['dataset']} l={s['labelled']} p={s['partial_rate']:g} {s['method']}: {s['reason']}",
+    for s in grid.extra.skipped:
+        print(f"skipped {s.dataset} l={s.labelled} p={s.partial_rate:g} {s.method}: {s.reason}",
               flush=True)
     states = run_grid(grid, resumed, args.address)
     if states is None:
@@ -435,6 +329,3 @@ def main(argv: list[str] | None = None) -> int:
                            f"{command()} --storage-path {grid.storage_path} --name {grid.name}")
     return finish(grid)
 
-
-if __name__ == "__main__":
-    sys.exit(main())

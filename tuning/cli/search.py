@@ -12,36 +12,25 @@ Bad input is one line on stderr (exit 2) before Ray starts.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import shlex
 import sys
 import time
 from pathlib import Path
 
-# before ray is imported: snapshot the experiment state every second, so a killed driver
-# loses at most about one epoch per running trial; trials keep the driver's working folder
-os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")
-os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")
-os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-os.environ.setdefault("RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS", "0")
-os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # no "creating tables" lines
-os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the compact CLIReporter table of tuning/runner.py
-REPO_ROOT = Path(__file__).resolve().parents[2]
-if str(REPO_ROOT) not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT))
-
-from spmi.cli_options import DefaultsFormatter, invoked_as  # noqa: E402
-from spmi.config import TrainConfig  # noqa: E402
-from spmi.data import DATASETS, DataError  # noqa: E402
-from spmi.methods import list_methods  # noqa: E402
-from spmi.options import meta  # noqa: E402
-from tuning.driver.lock import SearchLock  # noqa: E402
-from tuning.plan import search_plan as P  # noqa: E402
-from tuning.plan import settings as S  # noqa: E402
-from tuning.plan.settings import PRESETS  # noqa: E402
-from tuning.record import mlflow_log  # noqa: E402
-from tuning.record.storage import Storage, open_storage  # noqa: E402
+from spmi.cli_options import DefaultsFormatter, invoked_as
+from spmi.config import TrainConfig
+from spmi.data import DATASETS, DataError
+from spmi.methods import list_methods
+from spmi.options import meta
+from tuning.cli.environment import apply_environment
+from tuning.driver.lock import SearchLock
+from tuning.plan import search_plan as P
+from tuning.plan import settings as S
+from tuning.plan.settings import PRESETS
+from tuning.record import mlflow_log
+from tuning.record.storage import Storage, open_storage
 
 
 def command() -> str:
@@ -180,6 +169,7 @@ def prepare(args: argparse.Namespace) -> tuple[P.SearchPlan, bool]:
         if (plan.dataset, plan.method) != (args.dataset, args.method):
             raise ValueError(f"{path} is a search of {plan.method} on {plan.dataset}, "
                              f"not {args.method} on {args.dataset}")
+        P.check_layout(plan.version, path, "search")
         check_cluster_reach(args.address, storage, plan.tracking_uri, args.shared_storage)
         plan.space()
         P.check_resources(plan.cpus_per_trial, plan.gpus_per_trial, local=args.address is None,
@@ -194,16 +184,31 @@ def prepare(args: argparse.Namespace) -> tuple[P.SearchPlan, bool]:
                          f"pass --tracking-uri (an MLflow server, http://HOST:PORT)")
     uri = args.tracking_uri or mlflow_log.default_uri(storage.root)
     check_cluster_reach(args.address, storage, uri, args.shared_storage)
-    plan, space = P.make_plan(args, storage, name, uri)
+    plan, space = P.make_plan(search_options(args), storage, name, uri)
     if mlflow_log.client(uri).get_experiment_by_name(name) is not None:
         raise ValueError(f"the MLflow store {uri} already has an experiment named {name!r}; choose another --name")
     return plan, False
 
 
-def start_tracking(plan: P.SearchPlan) -> None:
-    """Create the search's MLflow experiment and parent run; save the plan."""
+def search_options(args: argparse.Namespace) -> P.SearchOptions:
+    """What the command line asks of a new search."""
+    return P.SearchOptions(
+        dataset=args.dataset, method=args.method, preset=args.preset, space=args.space, labelled=args.labelled,
+        partial_rate=args.partial_rate, data_root=args.data_root, val_size=args.val_size,
+        unlabelled_size=args.unlabelled_size, val_labels=args.val_labels, val_from_labelled=args.val_from_labelled,
+        verify_data=not args.no_verify_data, sets=tuple(args.set or ()),
+        num_samples=args.num_samples, max_epochs=args.max_epochs, grace_period=args.grace_period,
+        reduction_factor=args.reduction_factor, seed=args.seed, max_concurrent=args.max_concurrent,
+        gpus_per_trial=args.gpus_per_trial, cpus_per_trial=args.cpus_per_trial,
+        workers_per_trial=args.workers_per_trial, check_sync=args.check_sync, local=args.address is None,
+        optuna_storage=args.optuna_storage, warm_start=args.warm_start)
+
+
+def start_tracking(plan: P.SearchPlan) -> P.SearchPlan:
+    """Create the search's Optuna study, MLflow experiment and parent run; the plan with
+    their ids, saved (with the space's copy)."""
     from tuning.record import optuna_study
-    from tuning.trial.trainable import all_params, split_profile
+    from tuning.trial.run import all_params, split_profile
     study = optuna_study.create_study(plan.optuna_storage, plan.name, plan.mode, plan.study_attrs)
     if plan.warm_start:
         copied, skipped = optuna_study.warm_start(study, plan.optuna_storage, plan.warm_start,
@@ -216,24 +221,26 @@ def start_tracking(plan: P.SearchPlan) -> None:
         artifacts = storage.uri("mlartifacts", plan.name)
         if storage.local:
             artifacts = Path(artifacts).as_uri()
-    plan.experiment_id = mlflow_log.ensure_experiment(plan.tracking_uri, plan.name, artifacts)
+    plan = dataclasses.replace(plan, experiment_id=mlflow_log.ensure_experiment(plan.tracking_uri, plan.name,
+                                                                                 artifacts))
     space = plan.space()
     settings = {f"search.{k}": getattr(plan, k) for k in (
         "num_samples", "max_epochs", "grace_period", "reduction_factor", "seed", "cpus_per_trial",
         "gpus_per_trial", "workers_per_trial", "max_concurrent", "space_path", "preset", "metric", "mode",
         "optuna_storage", "warm_start")}
-    settings |= {f"search.tpe.{k}": v for k, v in plan.tpe.items()}
+    settings |= {f"search.tpe.{k}": v for k, v in dataclasses.asdict(plan.tpe).items()} if plan.tpe else {}
     fixed = {k: v for k, v in all_params(plan.base_config).items() if k not in space.params}
     tags = {"dataset": plan.dataset, "method": plan.method, "git_commit": plan.git_commit,
             "data_checksum": plan.data_checksum, "searched": ",".join(space.params),
             **mlflow_log.standard_tags(plan.git_commit), "mlflow.note.content": note(plan)}
-    plan.parent_run_id = mlflow_log.start_parent(plan.tracking_uri, plan.experiment_id, plan.name, tags,
-                                                 {**settings, **fixed})
+    plan = dataclasses.replace(plan, parent_run_id=mlflow_log.start_parent(
+        plan.tracking_uri, plan.experiment_id, plan.name, tags, {**settings, **fixed}))
     cfg = plan.base_config
     mlflow_log.log_dataset(plan.tracking_uri, plan.parent_run_id, plan.dataset, plan.data_checksum, cfg.data_root,
                            split_profile(cfg))
     plan.save()
     P.copy_space(plan)
+    return plan
 
 
 def lock_folder(plan: P.SearchPlan) -> Path:
@@ -255,6 +262,7 @@ def note(plan: P.SearchPlan) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    apply_environment()
     args = build_parser().parse_args(argv)
     if args.storage_endpoint and args.storage_path.startswith("s3://"):
         # MLflow's S3 artifact client (an embedded store's artifacts) reads this one
@@ -264,7 +272,8 @@ def main(argv: list[str] | None = None) -> int:
         budget = cost.parse_duration(args.time_budget) if args.time_budget else None
         plan, resumed = prepare(args)
         if not resumed:
-            plan.command = command() + " " + shlex.join(sys.argv[1:] if argv is None else argv)
+            plan = dataclasses.replace(plan, command=command() + " "
+                                       + shlex.join(sys.argv[1:] if argv is None else argv))
         lock = SearchLock(lock_folder(plan), plan.name).acquire()  # one driver per search
     except (ValueError, DataError) as err:
         print(f"error: {err}", file=sys.stderr)
@@ -276,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         if not resumed:
             try:
-                start_tracking(plan)
+                plan = start_tracking(plan)
             except Exception as err:  # MLflow raises its own types
                 print(f"error: could not set up MLflow at {plan.tracking_uri}: {err}", file=sys.stderr)
                 return 2
@@ -286,5 +295,3 @@ def main(argv: list[str] | None = None) -> int:
         return run_search(plan, resumed, args.address, budget)
 
 
-if __name__ == "__main__":
-    sys.exit(main())

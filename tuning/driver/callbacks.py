@@ -14,6 +14,7 @@ from ray.tune import Callback
 
 from tuning.plan.settings import METRIC, TIME_ATTR
 from tuning.record import mlflow_log
+from tuning.trial.diverged import diverged_record
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +49,6 @@ class CloseTrialRuns(Callback):
                 log.warning("could not update the search's best result in MLflow: %s", err)
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        from tuning.trial.trainable import diverged_record
         tags: dict[str, Any] = {mlflow_log.STATUS_TAG: "ERROR"}
         folder = trial_folder(trial)
         diverged = diverged_record(folder) if folder is not None else None
@@ -75,7 +75,7 @@ class CloseTrialRuns(Callback):
 
 def trial_folder(trial: Any) -> Path | None:
     """The trial's folder under the storage path, where the trainable writes its spool and
-    divergence marker (``trainable.persistent_trial_dir``); None when unknown."""
+    divergence marker (``tuning.trial.trainable.trial_folder``); None when unknown."""
     for name in ("path", "local_path"):
         value = getattr(trial, name, None)
         if value and Path(value).is_dir():

@@ -38,12 +38,51 @@ from tuning.record import mlflow_log, optuna_study
 from tuning.record.storage import Storage, is_uri, open_storage
 
 PLAN_FILE, SPACE_COPY = "search.json", "space.yaml"
+# of the plans a search or grid writes (search.json, confirm.json, reproduce.json): 1 is the
+# layout before tuning/'s wings, whose Tune state (tuner.pkl, searcher state) pickled
+# classes by module paths that no longer exist
+LAYOUT_VERSION = 2
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
-@dataclass
+@dataclass(frozen=True)
+class SearchOptions:
+    """What a new search is asked for (the ``tuning/search.py`` flags that shape its plan);
+    ``None`` leaves a value to the preset, the space file, the dataset or the default."""
+
+    dataset: str
+    method: str = "spmi"
+    preset: str | None = None
+    space: str | None = None
+    labelled: int | None = None
+    partial_rate: float | None = None
+    data_root: str | None = None
+    val_size: int | None = None
+    unlabelled_size: int | None = None
+    val_labels: str | None = None        # what the partial-label validation metrics see (spmi.config)
+    val_from_labelled: int | None = None  # validation images carved from the labelled set
+    verify_data: bool = True
+    sets: tuple[str, ...] = ()           # ``--set NAME=VALUE`` items
+    num_samples: int | None = None
+    max_epochs: int | None = None
+    grace_period: int | None = None
+    reduction_factor: int | None = None
+    seed: int = 0
+    max_concurrent: int | None = None
+    gpus_per_trial: float | None = None
+    cpus_per_trial: int | None = None
+    workers_per_trial: int = 1
+    check_sync: bool = False
+    local: bool = True                   # trials run on this machine (no --address)
+    optuna_storage: str | None = None
+    warm_start: str | None = None
+
+
+@dataclass(frozen=True)
 class SearchPlan:
-    """Everything a search (and its resumption and report) needs; JSON-serialisable.
+    """Everything a search (and its resumption and report) needs; JSON-serialisable, and
+    never changed once built: a step that learns something (the MLflow ids, the concurrency
+    the cluster allows) makes a new plan with ``dataclasses.replace`` and saves it.
     ``storage_path`` is an absolute local folder or a URI (see tuning.record.storage)."""
 
     name: str
@@ -60,7 +99,7 @@ class SearchPlan:
     gpus_per_trial: float
     max_concurrent: int | None
     tracking_uri: str
-    base: dict[str, Any]
+    base: TrainConfig            # resolved and checked (search.json holds its to_dict())
     preset: str | None = None
     workers_per_trial: int = 1   # > 1: each trial is a Ray Train DDP run; CPUs/GPUs above are per worker
     check_sync: bool = False     # DDP: assert_in_sync after every epoch
@@ -70,13 +109,14 @@ class SearchPlan:
     data_checksum: str = ""      # the data's reference: a files checksum (tuning.plan.check_data)
     data_checksum_of: str = "arrays"  # "files"; a search started before the files checksum: the decoded arrays
     optuna_storage: str = ""     # RDB URL of the Optuna study (named like the search)
-    tpe: dict[str, Any] = field(default_factory=dict)  # TPESampler arguments, kept across resume
+    tpe: optuna_study.TpeSettings | None = None  # the TPESampler's, kept across resume
     warm_start: str | None = None  # the study whose evaluated trials seeded this one
     command: str = ""            # the command line that started the search
     experiment_id: str = ""
     parent_run_id: str = ""
     created: str = field(default_factory=lambda: time.strftime("%Y-%m-%d %H:%M:%S"))
     storage_endpoint: str | None = None  # S3-compatible endpoint of an s3:// storage_path
+    version: int = LAYOUT_VERSION  # of tuning/'s layout that wrote it (1: before the wings)
 
     @functools.cached_property
     def storage(self) -> Storage:
@@ -87,21 +127,31 @@ class SearchPlan:
         """The search's folder: a local path or a URI."""
         return self.storage.uri(self.name)
 
-    @functools.cached_property
+    @property
     def base_config(self) -> TrainConfig:
-        """The search's base config, resolved (and checked) once."""
-        return resolve(self.base)
+        """The search's base config (resolved and checked once, when the plan was made or read)."""
+        return self.base
+
+    def to_dict(self) -> dict[str, Any]:
+        """What ``search.json`` holds."""
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        return out | {"base": self.base.to_dict(), "tpe": {} if self.tpe is None else dataclasses.asdict(self.tpe)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SearchPlan:
+        """A plan from ``search.json`` (version 1: the layout before the wings, without the field)."""
+        tpe = data.get("tpe") or None
+        return cls(**{"version": 1, **data, "base": resolve(data["base"]),
+                      "tpe": None if tpe is None else optuna_study.TpeSettings(**tpe)})
 
     def save(self) -> str:
-        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        self.storage.write_text(json.dumps(fields, indent=2), self.name, PLAN_FILE)
+        self.storage.write_text(json.dumps(self.to_dict(), indent=2), self.name, PLAN_FILE)
         return self.storage.uri(self.name, PLAN_FILE)
 
     @property
-    def study_attrs(self) -> dict[str, Any]:
-        """The Optuna study's user attributes (checked by a warm start)."""
-        return {"method": self.method, "dataset": self.dataset, "metric": self.metric, "mode": self.mode,
-                "max_epochs": self.max_epochs}
+    def study_attrs(self) -> optuna_study.StudyAttrs:
+        """What the Optuna study records about the search (checked by a warm start)."""
+        return optuna_study.StudyAttrs(self.method, self.dataset, self.metric, self.mode, self.max_epochs)
 
     def space(self) -> SearchSpace:
         """The space as it was when the search started: its resolved copy in the experiment
@@ -136,9 +186,23 @@ def load_plan(experiment: str | Path, endpoint: str | None = None) -> SearchPlan
         raise ValueError(f"cannot read {storage.uri(name, PLAN_FILE)}: {str(err).splitlines()[0]}") from None
     if text is None:
         raise ValueError(f"{experiment} holds no search ({PLAN_FILE} missing)")
-    plan = SearchPlan(**json.loads(text))
-    plan.storage_path, plan.storage_endpoint = storage.root, storage.endpoint
-    return plan
+    return SearchPlan.from_dict({**json.loads(text), "storage_path": storage.root,
+                                 "storage_endpoint": storage.endpoint})
+
+
+def check_layout(version: int, folder: str | Path, what: str) -> None:
+    """A search or grid written by another layout of tuning/ cannot be resumed: its saved
+    Ray Tune state names classes by module paths this code does not have (ValueError, one
+    line, saying what still works)."""
+    if version == LAYOUT_VERSION:
+        return
+    which = "an earlier" if version < LAYOUT_VERSION else "a newer"
+    keep = (f"its trials and report stay readable (python tuning/report.py {folder}); start a new search with "
+            f"another --name") if what == "search" else \
+        "its finished runs stay in MLflow; move the folder away to run it anew"
+    raise ValueError(f"{folder}: this {what} was started by {which} layout of tuning/ (version {version}, this one "
+                     f"writes {LAYOUT_VERSION}), whose saved Ray Tune state names modules that do not exist here, so "
+                     f"it cannot be resumed; {keep}")
 
 
 def find_latest(storage: Storage, method: str, dataset: str) -> str | None:
@@ -177,8 +241,9 @@ def git_commit() -> str:
     return commit + ("-dirty" if dirty.stdout.strip() else "")
 
 
-def parse_sets(items: list[str], method: str, space: SearchSpace) -> dict[str, Any]:
-    """``--set NAME=VALUE`` (YAML value) checked like a space file's ``fixed`` entries."""
+def parse_sets(items: list[str], method: str, space: SearchSpace | None = None) -> dict[str, Any]:
+    """``--set NAME=VALUE`` (YAML value) checked like a space file's ``fixed`` entries; a name
+    the ``space`` searches is refused (``None``: nothing is searched, e.g. reproduce)."""
     specs, out = field_specs(method), {}
     for item in items:
         name, sep, text = item.partition("=")
@@ -191,7 +256,7 @@ def parse_sets(items: list[str], method: str, space: SearchSpace) -> dict[str, A
         if name not in specs:
             raise ValueError(f"--set {name}: not a TrainConfig field nor an option of method {method}"
                              f"{nearest_hint(method, name)}")
-        if name in space.params:
+        if space is not None and name in space.params:
             raise ValueError(f"--set {name}: {name} is searched by {space.path}; drop it there or here")
         try:
             out[name] = coerce(specs[name], yaml.safe_load(text))
@@ -280,45 +345,46 @@ def check_resources(cpus: int, gpus: float, local: bool, workers: int = 1) -> No
             raise ValueError(f"--cpus-per-trial {cpus}{each} exceeds the {os.cpu_count()} CPUs of this machine")
 
 
-def make_plan(args: Any, storage: Storage, name: str, tracking_uri: str) -> tuple[SearchPlan, SearchSpace]:
-    """Resolve a new search from the CLI arguments; every problem is a ValueError,
+def make_plan(opts: SearchOptions, storage: Storage, name: str,
+              tracking_uri: str) -> tuple[SearchPlan, SearchSpace]:
+    """Resolve a new search from what was asked for; every problem is a ValueError,
     DataError or SpaceError with a one-line message."""
-    get_info(args.dataset)
-    get_method(args.method)
+    get_info(opts.dataset)
+    get_method(opts.method)
     if not NAME_RE.match(name):
         raise ValueError(f"--name {name!r}: use letters, digits, '.', '_' or '-'")
-    preset = dict(S.PRESETS[args.preset]) if args.preset else {}
-    space_path = Path(args.space).resolve() if args.space else S.default_space(args.method)
-    space = load_space(space_path, args.method, args.dataset, args.preset)
-    if space.dataset is not None and space.dataset != args.dataset:
-        raise ValueError(f"{space_path} is a space for dataset {space.dataset}, not {args.dataset}")
+    preset = dict(S.PRESETS[opts.preset]) if opts.preset else {}
+    space_path = Path(opts.space).resolve() if opts.space else S.default_space(opts.method)
+    space = load_space(space_path, opts.method, opts.dataset, opts.preset)
+    if space.dataset is not None and space.dataset != opts.dataset:
+        raise ValueError(f"{space_path} is a space for dataset {space.dataset}, not {opts.dataset}")
 
     def pick(key: str, fallback: Any) -> Any:
-        value = getattr(args, key, None)
+        value = getattr(opts, key)
         return value if value is not None else preset.get(key, fallback)
 
     # the dataset's paper settings (its registry entry) fill whatever the space, preset and CLI leave unset
     values: dict[str, Any] = {**space.settings, **space.fixed, **dict(preset.get("config", {}))}
-    cli = {"labelled": args.labelled, "partial_rate": args.partial_rate, "data_root": args.data_root,
-           "val_size": args.val_size, "unlabelled_size": args.unlabelled_size,
-           **{k: getattr(args, k, None) for k in ("val_labels", "val_from_labelled")}}
+    cli = {"labelled": opts.labelled, "partial_rate": opts.partial_rate, "data_root": opts.data_root,
+           "val_size": opts.val_size, "unlabelled_size": opts.unlabelled_size, "val_labels": opts.val_labels,
+           "val_from_labelled": opts.val_from_labelled}
     values |= {k: v for k, v in cli.items() if v is not None}
-    if args.no_verify_data:
+    if not opts.verify_data:
         values["verify_data"] = False
-    values |= parse_sets(args.set or [], args.method, space)
+    values |= parse_sets(list(opts.sets), opts.method, space)
     # the search decides on val/acc: the trainer tests the last epoch only, and each trial the
-    # best epoch's weights where it may end (ASHA's rungs, the last epoch: tuning.best.BestTestSchedule)
+    # best epoch's weights where it may end (ASHA's rungs, the last epoch: tuning.trial.best.BestTestSchedule)
     values.setdefault("eval_test", "end")
     max_epochs = int(pick("max_epochs", S.PAPER_EPOCHS))
     if max_epochs < 1:
         raise ValueError(f"--max-epochs {max_epochs} must be >= 1")
-    workers = int(getattr(args, "workers_per_trial", None) or 1)
-    gpus = float(pick("gpus_per_trial", _default_gpus()))
-    cpus = int(pick("cpus_per_trial", _default_cpus(gpus)))
-    check_resources(cpus, gpus, local=args.address is None, workers=workers)
-    values |= {"dataset": args.dataset, "method": args.method, "epochs": max_epochs,
+    workers = int(opts.workers_per_trial or 1)
+    gpus = float(pick("gpus_per_trial", default_gpus()))
+    cpus = int(pick("cpus_per_trial", default_cpus(gpus)))
+    check_resources(cpus, gpus, local=opts.local, workers=workers)
+    values |= {"dataset": opts.dataset, "method": opts.method, "epochs": max_epochs,
                "device": "cuda" if gpus > 0 else "cpu", "progress": False, "out": None}
-    values["data_root"] = search_data_root(args.dataset, values.get("data_root"), local=args.address is None)
+    values["data_root"] = search_data_root(opts.dataset, values.get("data_root"), local=opts.local)
     if values.get("val_size", TrainConfig.val_size) <= 0 and not values.get("val_from_labelled"):
         raise ValueError("--val-size must be > 0 (or --val-from-labelled K > 0): the search optimises a validation "
                          "metric on images it does not train on, never test accuracy")
@@ -328,37 +394,35 @@ def make_plan(args: Any, storage: Storage, name: str, tracking_uri: str) -> tupl
     num_samples = int(pick("num_samples", S.DEFAULT_NUM_SAMPLES))
     if num_samples < 1:
         raise ValueError(f"--num-samples {num_samples} must be >= 1")
-    grace = _grace_period(args, space, max_epochs, int(preset.get("grace_margin", S.DEFAULT_GRACE_MARGIN)),
+    grace = _grace_period(opts, space, max_epochs, int(preset.get("grace_margin", S.DEFAULT_GRACE_MARGIN)),
                           dataclasses.asdict(cfg.options))
     reduction = int(pick("reduction_factor", S.DEFAULT_REDUCTION_FACTOR))
     if reduction < 2:
         raise ValueError(f"--reduction-factor {reduction} must be >= 2")
     # a preset's trial count assumes single-process trials; DDP trials get what the resources allow
-    max_conc = args.max_concurrent if workers > 1 else pick("max_concurrent", None)
+    max_conc = opts.max_concurrent if workers > 1 else pick("max_concurrent", None)
     if max_conc is not None and int(max_conc) < 1:
         raise ValueError(f"--max-concurrent {max_conc} must be >= 1")
-    checksum = check_data(cfg, local=args.address is None)
+    checksum = check_data(cfg, local=opts.local)
     mlflow_log.check_store(tracking_uri)
-    optuna_url = getattr(args, "optuna_storage", None) or optuna_study.default_storage(storage.root)
-    study_attrs = {"method": args.method, "dataset": args.dataset, "metric": S.METRIC, "mode": S.MODE,
-                   "max_epochs": max_epochs}
+    optuna_url = opts.optuna_storage or optuna_study.default_storage(storage.root)
+    study_attrs = optuna_study.StudyAttrs(opts.method, opts.dataset, S.METRIC, S.MODE, max_epochs)
     if optuna_study.study_exists(optuna_url, name):
         raise ValueError(f"the Optuna storage {optuna_url} already has a study named {name!r}; choose another --name")
-    warm = getattr(args, "warm_start", None)
+    warm = opts.warm_start
     if warm:
         optuna_study.check_warm_start(optuna_url, warm, study_attrs)
     plan = SearchPlan(
-        name=name, storage_path=storage.root, storage_endpoint=storage.endpoint, dataset=args.dataset,
-        method=args.method, space_path=str(space_path),
+        name=name, storage_path=storage.root, storage_endpoint=storage.endpoint, dataset=opts.dataset,
+        method=opts.method, space_path=str(space_path),
         num_samples=num_samples, max_epochs=max_epochs, grace_period=grace, reduction_factor=reduction,
-        seed=int(args.seed), cpus_per_trial=cpus, gpus_per_trial=gpus,
+        seed=int(opts.seed), cpus_per_trial=cpus, gpus_per_trial=gpus,
         max_concurrent=None if max_conc is None else int(max_conc), tracking_uri=tracking_uri,
-        base=cfg.to_dict(), preset=args.preset, workers_per_trial=workers,
-        check_sync=bool(getattr(args, "check_sync", False)), git_commit=git_commit(), data_checksum=checksum,
+        base=cfg, preset=opts.preset, workers_per_trial=workers,
+        check_sync=bool(opts.check_sync), git_commit=git_commit(), data_checksum=checksum,
         data_checksum_of="files",
         optuna_storage=optuna_url, warm_start=warm or None,
-        tpe=optuna_study.tpe_settings(num_samples, None if max_conc is None else int(max_conc), int(args.seed)))
-    plan.__dict__["base_config"] = cfg  # the resolved base (what ``base_config`` would resolve again)
+        tpe=optuna_study.tpe_settings(num_samples, None if max_conc is None else int(max_conc), int(opts.seed)))
     return plan, space
 
 
@@ -386,27 +450,29 @@ def check_budget(space: SearchSpace, max_epochs: int, margin: int, options: dict
                          f"{start + 1} (>= {start + margin} for ASHA's full grace period), or lower {knob}")
 
 
-def _grace_period(args: Any, space: SearchSpace, max_epochs: int, margin: int,
+def _grace_period(opts: SearchOptions, space: SearchSpace, max_epochs: int, margin: int,
                   options: dict[str, Any] | None = None) -> int:
     start = space.max_start_epoch(options)
     check_budget(space, max_epochs, margin, options)
-    if args.grace_period is not None:
-        if args.grace_period <= start or args.grace_period > max_epochs:
-            raise ValueError(f"--grace-period {args.grace_period} must exceed the largest warm-up/start epoch of "
+    if opts.grace_period is not None:
+        if opts.grace_period <= start or opts.grace_period > max_epochs:
+            raise ValueError(f"--grace-period {opts.grace_period} must exceed the largest warm-up/start epoch of "
                              f"the space ({start}) and be <= --max-epochs {max_epochs}")
-        return int(args.grace_period)
+        return int(opts.grace_period)
     if start + margin > max_epochs:
         print(f"note: ASHA's grace period is --max-epochs {max_epochs} (the latest start epoch {start} + {margin} "
               f"would exceed it): no trial is stopped early", flush=True)
     return max(1, min(max_epochs, start + margin))
 
 
-def _default_gpus() -> float:
+def default_gpus() -> float:
+    """GPUs per trial when not given: one where CUDA is available, else none."""
     import torch
     return 1.0 if torch.cuda.is_available() else 0.0
 
 
-def _default_cpus(gpus: float) -> int:
+def default_cpus(gpus: float) -> int:
+    """CPU threads per trial when not given: one without GPUs, else the cores per GPU."""
     if gpus <= 0:
         return 1
     import torch

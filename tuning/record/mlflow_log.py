@@ -214,7 +214,7 @@ def find_trial_run(uri: str, experiment_id: str, trial_id: str) -> Any | None:
 
 
 def is_complete(run: Any) -> bool:
-    """Whether a driver closed this trial run as complete (``callbacks.CloseTrialRuns``)."""
+    """Whether a driver closed this trial run as complete (``tuning.driver.callbacks.CloseTrialRuns``)."""
     return run.data.tags.get(STATUS_TAG) == "TERMINATED"
 
 

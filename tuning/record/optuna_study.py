@@ -1,33 +1,32 @@
 """The search's Optuna study: an RDB storage (SQLite beside the search by default), the
-TPE settings, warm starts from an earlier study, and ``AshaOptunaSearch``, which tells
-Optuna what happened to each trial.
-
-Ray's ``OptunaSearch`` reports every epoch at ``training_iteration`` (which restarts after
-some restores), never reports the result on which ASHA stops a trial, and tells a stopped
-trial COMPLETE with its partial accuracy, so TPE takes a 5-epoch score for a 500-epoch
-one. Here every epoch's metric is an intermediate value at step ``epoch``; a trial that
-ends before ``max_epochs`` is PRUNED (Optuna keeps its last intermediate value as its
-value), one that reaches it is COMPLETE with its best epoch's metric (the checkpoint it
-leaves behind), an errored one FAIL.
-"""
+TPE settings and warm starts from an earlier study (the searcher that asks and tells it
+during a search: ``tuning.driver.searcher``). Optuna's public interface only."""
 
 from __future__ import annotations
 
-import logging
+import dataclasses
 import math
 import warnings
+from dataclasses import dataclass
 from typing import Any
 
 import optuna
 from optuna.trial import TrialState
-from ray.tune.search.optuna import OptunaSearch
 
-from tuning.plan.settings import TIME_ATTR
-
-log = logging.getLogger(__name__)
 STORAGE_FILE = "optuna.db"
-# study user attributes: what a warm start checks
-STUDY_ATTRS = ("method", "dataset", "metric", "mode", "max_epochs")
+
+
+@dataclass(frozen=True)
+class StudyAttrs:
+    """What a search's study records about it (its user attributes): a warm start checks that
+    the earlier study's method, dataset, metric and mode agree, and judges its trials at
+    this search's ``max_epochs``."""
+
+    method: str
+    dataset: str
+    metric: str
+    mode: str
+    max_epochs: int
 
 
 def default_storage(storage_path: str) -> str:
@@ -42,19 +41,31 @@ def default_storage(storage_path: str) -> str:
     return "sqlite:///" + str(Path(storage_path).resolve() / STORAGE_FILE)
 
 
-def tpe_settings(num_samples: int, max_concurrent: int | None, seed: int) -> dict[str, Any]:
+@dataclass(frozen=True)
+class TpeSettings:
+    """The TPESampler's arguments, explicit (Optuna's defaults change between versions)."""
+
+    multivariate: bool
+    group: bool
+    constant_liar: bool
+    n_startup_trials: int
+    n_ei_candidates: int
+    seed: int
+
+
+def tpe_settings(num_samples: int, max_concurrent: int | None, seed: int) -> TpeSettings:
     """Explicit TPE settings: multivariate (the searched values interact), grouped for
     conditional spaces, constant liar when trials run at once, random start-up trials
     scaled to the budget (a quarter of the trials, 2 to 10), seeded."""
     concurrent = max_concurrent is None or max_concurrent > 1  # None: as many as the resources allow
-    return {"multivariate": True, "group": True, "constant_liar": concurrent,
-            "n_startup_trials": max(2, min(10, num_samples // 4)), "n_ei_candidates": 24, "seed": int(seed)}
+    return TpeSettings(multivariate=True, group=True, constant_liar=concurrent,
+                       n_startup_trials=max(2, min(10, num_samples // 4)), n_ei_candidates=24, seed=int(seed))
 
 
-def make_sampler(settings: dict[str, Any]) -> optuna.samplers.TPESampler:
+def make_sampler(settings: TpeSettings) -> optuna.samplers.TPESampler:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # ``group``
-        return optuna.samplers.TPESampler(**settings)
+        return optuna.samplers.TPESampler(**dataclasses.asdict(settings))
 
 
 def dashboard_hint(url: str, name: str) -> str:
@@ -84,26 +95,26 @@ def study_exists(url: str, name: str) -> bool:
     return any(s.study_name == name for s in optuna.get_all_study_summaries(storage(url)))
 
 
-def create_study(url: str, name: str, mode: str, attrs: dict[str, Any]) -> optuna.Study:
+def create_study(url: str, name: str, mode: str, attrs: StudyAttrs) -> optuna.Study:
     """A new study ``name`` (ValueError when it exists) with ``attrs`` as user attributes."""
     if study_exists(url, name):
         raise ValueError(f"the Optuna storage {url} already has a study named {name!r}; choose another --name")
     study = optuna.create_study(storage=storage(url), study_name=name,
                                 direction="maximize" if mode == "max" else "minimize")
-    for key, value in attrs.items():
+    for key, value in dataclasses.asdict(attrs).items():
         study.set_user_attr(key, value)
     return study
 
 
-def check_warm_start(url: str, source: str, attrs: dict[str, Any]) -> int:
+def check_warm_start(url: str, source: str, attrs: StudyAttrs) -> int:
     """Whether study ``source`` can seed a search with ``attrs``; its usable trial count."""
     if not study_exists(url, source):
         raise ValueError(f"--warm-start {source}: no study of that name in {url}")
     old = optuna.load_study(study_name=source, storage=storage(url))
     for key in ("method", "dataset", "metric", "mode"):
-        if key in old.user_attrs and old.user_attrs[key] != attrs[key]:
+        if key in old.user_attrs and old.user_attrs[key] != getattr(attrs, key):
             raise ValueError(f"--warm-start {source}: that search has {key} {old.user_attrs[key]!r}, "
-                             f"this one {attrs[key]!r}")
+                             f"this one {getattr(attrs, key)!r}")
     done = [t for t in old.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
     if not done:
         raise ValueError(f"--warm-start {source}: that study has no evaluated (COMPLETE or PRUNED) trial")
@@ -126,7 +137,7 @@ def warm_start(study: optuna.Study, url: str, source: str, distributions: dict[s
             continue
         steps = {s: v for s, v in t.intermediate_values.items() if s <= max_epochs}
         if steps and max(steps) >= max_epochs:
-            state, value = TrialState.COMPLETE, _best(steps.values(), study.direction)
+            state, value = TrialState.COMPLETE, best_of(steps.values(), study.direction)
         elif steps:
             state, value = TrialState.PRUNED, None
         elif t.state == TrialState.COMPLETE and old.user_attrs.get("max_epochs", -1) == max_epochs:
@@ -142,15 +153,26 @@ def warm_start(study: optuna.Study, url: str, source: str, distributions: dict[s
 
 
 def _inside(params: dict[str, Any], distributions: dict[str, Any]) -> bool:
-    if set(params) != set(distributions):
-        return False
-    try:
-        return all(distributions[k]._contains(distributions[k].to_internal_repr(v)) for k, v in params.items())
-    except (ValueError, TypeError):
-        return False
+    return set(params) == set(distributions) and all(within(distributions[k], v) for k, v in params.items())
 
 
-def _best(values: Any, direction: optuna.study.StudyDirection) -> float:
+def within(distribution: Any, value: Any) -> bool:
+    """Whether ``value`` (as a trial's ``params`` hold it) can be drawn from ``distribution``:
+    a choice of a categorical one, else inside [low, high] on its step grid."""
+    if isinstance(distribution, optuna.distributions.CategoricalDistribution):
+        return value in distribution.choices
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return False
+    if not distribution.low <= value <= distribution.high:
+        return False
+    if distribution.step is None:
+        return True
+    k = (value - distribution.low) / distribution.step
+    return abs(k - round(k)) < 1e-8
+
+
+def best_of(values: Any, direction: optuna.study.StudyDirection) -> float:
+    """The best finite value in the study's direction."""
     values = [v for v in values if math.isfinite(v)]
     return max(values) if direction == optuna.study.StudyDirection.MAXIMIZE else min(values)
 
@@ -169,66 +191,6 @@ def fail_running(url: str, name: str) -> int:
     study = optuna.load_study(study_name=name, storage=storage(url))
     n = 0
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+        study.tell(t.number, state=TrialState.FAIL)
         n += 1
     return n
-
-
-class AshaOptunaSearch(OptunaSearch):
-    """``OptunaSearch`` that tells Optuna the truth about each trial (module docstring).
-
-    Intermediate values are keyed by ``epoch`` (epochs completed), so a resumed trial
-    re-reporting an epoch is not counted twice; ``max_epochs`` separates PRUNED from
-    COMPLETE. Its state (the study with its RDB URL, the sampler with its RNG, the
-    trial map) is pickled by Tune with the experiment and restored on resume."""
-
-    def __init__(self, *args: Any, max_epochs: int, **kwargs: Any):
-        self._max_epochs = int(max_epochs)
-        super().__init__(*args, **kwargs)
-
-    def _report(self, trial_id: str, result: dict[str, Any]) -> None:
-        value, step = result.get(self.metric), result.get(TIME_ATTR)
-        ot_trial = self._ot_trials.get(trial_id)
-        if ot_trial is None or value is None or step is None or not math.isfinite(float(value)):
-            return
-        frozen = self._ot_study._storage.get_trial(ot_trial._trial_id)
-        if frozen.state.is_finished() or int(step) in frozen.intermediate_values:
-            return
-        ot_trial.report(float(value), int(step))
-
-    def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
-        if trial_id not in self._completed_trials:
-            self._report(trial_id, result)
-
-    def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
-        if trial_id in self._completed_trials or trial_id not in self._ot_trials:
-            return
-        self._completed_trials.add(trial_id)
-        ot_trial = self._ot_trials[trial_id]
-        if result and not error:
-            self._report(trial_id, result)  # Tune does not pass the stopping result to on_trial_result
-        frozen = self._ot_study._storage.get_trial(ot_trial._trial_id)
-        if frozen.state.is_finished():  # told by a driver before a restore
-            return
-        steps = frozen.intermediate_values
-        epochs = int((result or {}).get(TIME_ATTR, max(steps, default=0)))
-        if error or not steps:
-            state, value = TrialState.FAIL, None
-        elif epochs < self._max_epochs:
-            state, value = TrialState.PRUNED, None
-        else:
-            state, value = TrialState.COMPLETE, _best(steps.values(), self._ot_study.direction)
-        try:
-            self._ot_study.tell(ot_trial, value, state=state)
-        except Exception as exc:  # never stop the search over the study
-            log.warning("could not tell Optuna about trial %s: %s", trial_id, exc)
-
-    def restore(self, checkpoint_path: str) -> None:
-        """Restore, then FAIL the study's RUNNING trials that no restored trial owns: a
-        killed driver asked for them after its last snapshot; Tune asks anew."""
-        super().restore(checkpoint_path)
-        owned = {t._trial_id for t in self._ot_trials.values()}
-        storage_ = self._ot_study._storage
-        for t in self._ot_study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            if t._trial_id not in owned:
-                storage_.set_trial_state_values(t._trial_id, TrialState.FAIL)

@@ -105,3 +105,29 @@ def _save(fig: plt.Figure, path: Path) -> Path:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def paper_table(frame: pd.DataFrame, methods: list[str], title: str, path: Path) -> Path | None:
+    """The reproduced table's test accuracies (mean and std over seeds) per row and method,
+    the paper's numbers as black ticks where known; None when no cell ran."""
+    import numpy as np
+    ran = frame[frame["status"] == "ran"]
+    if ran.empty:
+        return None
+    keys = list(dict.fromkeys(zip(ran["dataset"], ran["labelled"], ran["partial_rate"], strict=True)))
+    methods = [m for m in methods if m in set(ran["method"])]
+    width, paper_shown = 0.8 / len(methods), False
+    fig, ax = plt.subplots(figsize=(max(5, 1.8 * len(keys) * len(methods) / 2), 4.5))
+    for i, m in enumerate(methods):
+        sub = ran[ran["method"] == m].set_index(["dataset", "labelled", "partial_rate"]).reindex(keys)
+        x = np.arange(len(keys)) + (i - (len(methods) - 1) / 2) * width
+        ax.bar(x, sub["test_acc_mean"], width, yerr=sub["test_acc_std"].fillna(0), capsize=3, label=m)
+        if sub["paper"].notna().any():
+            ax.scatter(x, sub["paper"], marker="_", s=300, color="black", zorder=3,
+                       label=None if paper_shown else "paper")
+            paper_shown = True
+    ax.set_xticks(np.arange(len(keys)), [f"{d}\nl={lab} p={p:g}" for d, lab, p in keys])
+    ax.set(ylabel="test accuracy (%)", title=title)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(fig, path)

@@ -13,8 +13,9 @@ import contextlib
 import math
 import os
 import warnings
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -22,7 +23,10 @@ from torch import Tensor, nn
 
 from spmi.models import create_model
 from tuning.record import mlflow_log
-from tuning.trial.best import BestEpoch
+from tuning.trial.best import BestEpoch, NetworkSpec
+
+if TYPE_CHECKING:
+    from tuning.results.report import BestTrial
 
 ALIAS, MODEL_NAME = "best", "model"
 NETWORK_KEYS = ("model", "num_classes", "channels", "size", "mean", "std", "channels_last", "precision")
@@ -54,7 +58,7 @@ class Classifier(nn.Module):
             return self.net(y).float()
 
     @classmethod
-    def build(cls, network: dict[str, Any]) -> Classifier:
+    def build(cls, network: Mapping[str, Any]) -> Classifier:
         """An untrained classifier of ``network`` (the ``NETWORK_KEYS`` of a network spec)."""
         net = create_model(network["model"], int(network["num_classes"]), int(network["channels"]))
         if network["channels_last"]:
@@ -64,17 +68,30 @@ class Classifier(nn.Module):
 
     @classmethod
     def from_best(cls, best: BestEpoch) -> Classifier:
-        model = cls.build(best.network)
+        assert best.network is not None and best.weights is not None
+        model = cls.build(network_of(best.network))
         model.net.load_state_dict(best.weights)
         return model.eval()
 
 
-def network_of(spec: dict[str, Any]) -> dict[str, Any]:
-    """What rebuilding the classifier needs, of a trial's network spec (``tuning.best``)."""
-    return {k: spec[k] for k in NETWORK_KEYS if k in spec}
+@dataclass(frozen=True)
+class Published:
+    """A published network: its model URI, registered version and alias URI, its epoch."""
+
+    model_uri: str
+    version: str
+    registered_uri: str
+    epoch: int | None = None
 
 
-def example_images(network: dict[str, Any], n: int = EXAMPLE_IMAGES) -> np.ndarray:
+def network_of(spec: NetworkSpec) -> dict[str, Any]:
+    """What rebuilding the classifier needs, of a trial's network spec (``tuning.trial.best``),
+    as plain values (the model's metadata)."""
+    values = spec.to_dict()
+    return {k: values[k] for k in NETWORK_KEYS}
+
+
+def example_images(network: Mapping[str, Any], n: int = EXAMPLE_IMAGES) -> np.ndarray:
     """``n`` black uint8 images of the network's input shape: the model's input example,
     made from the spec (the driver needs no dataset)."""
     size = int(network["size"])
@@ -93,7 +110,7 @@ def pip_requirements() -> list[str]:
 
 
 def publish(uri: str, run_id: str, best: BestEpoch, name: str, example: np.ndarray,
-            tags: dict[str, Any]) -> dict[str, Any]:
+            tags: dict[str, Any]) -> Published:
     """Log ``best``'s network in run ``run_id`` and register it as ``name`` (alias ``best``
     moved to the new version). ``example``: a few uint8 images (at least 2). Returns the
     model's URI, the registered version and ``models:/<name>@best``."""
@@ -106,8 +123,8 @@ def publish(uri: str, run_id: str, best: BestEpoch, name: str, example: np.ndarr
     with torch.no_grad():
         out = model(torch.from_numpy(example)).numpy()
     spec = best.network
-    metadata = {"dataset": spec["dataset"], "data_root": spec["data_root"], "verify_data": spec["verify_data"],
-                "eval_batch_size": spec["eval_batch_size"], "best_epoch": best.epoch, "network": network_of(spec),
+    metadata = {"dataset": spec.dataset, "data_root": spec.data_root, "verify_data": spec.verify_data,
+                "eval_batch_size": spec.eval_batch_size, "best_epoch": best.epoch, "network": network_of(spec),
                 "val_acc": best.val_acc, "test_acc": None if math.isnan(best.test_acc) else best.test_acc,
                 **{k: str(v) for k, v in tags.items()}}
     client = mlflow_log.client(uri)
@@ -124,7 +141,7 @@ def publish(uri: str, run_id: str, best: BestEpoch, name: str, example: np.ndarr
     client.set_registered_model_alias(name, ALIAS, version)
     for key, value in {**tags, "best_epoch": best.epoch, "val_acc": best.val_acc, "test_acc": best.test_acc}.items():
         client.set_model_version_tag(name, version, key, str(value))
-    return {"model_uri": info.model_uri, "version": version, "registered_uri": f"models:/{name}@{ALIAS}"}
+    return Published(info.model_uri, version, f"models:/{name}@{ALIAS}", best.epoch)
 
 
 @contextlib.contextmanager
@@ -168,14 +185,14 @@ def load_published(model_uri: str, tracking_uri: str, device: str = "cpu") -> tu
     return model.to(device), meta
 
 
-def publish_search_best(plan: Any, best: dict[str, Any] | None) -> dict[str, Any] | None:
+def publish_search_best(plan: Any, best: BestTrial | None) -> Published | None:
     """Publish the report's best trial's kept network (None when there is none)."""
     if best is None:
         return None
     from ray.tune import Checkpoint, ExperimentAnalysis
     path, fs = plan.storage.ray_location(plan.name)
     trials = ExperimentAnalysis(path, storage_filesystem=fs).trials
-    trial = next(t for t in trials if t.trial_id == best["trial_id"])
+    trial = next(t for t in trials if t.trial_id == best.trial_id)
     checkpoint = trial.checkpoint
     if checkpoint is None and (trial.last_result or {}).get("checkpoint_path"):  # a DDP trial's Train checkpoint
         checkpoint = Checkpoint(trial.last_result["checkpoint_path"], filesystem=fs)
@@ -183,13 +200,13 @@ def publish_search_best(plan: Any, best: dict[str, Any] | None) -> dict[str, Any
         return None
     with checkpoint.as_directory() as folder:
         kept = BestEpoch.load(folder)
-    run = mlflow_log.find_trial_run(plan.tracking_uri, plan.experiment_id, best["trial_id"])
+    run = mlflow_log.find_trial_run(plan.tracking_uri, plan.experiment_id, best.trial_id)
     if kept.weights is None or run is None:
         return None
-    tags = {"search": plan.name, "trial_id": best["trial_id"], "git_commit": plan.git_commit}
+    tags = {"search": plan.name, "trial_id": best.trial_id, "git_commit": plan.git_commit}
     out = publish(plan.tracking_uri, run.info.run_id, kept, registered_name(plan.method, plan.dataset),
-                  example_images(kept.network), tags)
+                  example_images(network_of(kept.network)), tags)
     mlflow_log.set_tags(plan.tracking_uri, plan.parent_run_id,
-                        {"best_model_uri": out["model_uri"], "registered_model": out["registered_uri"],
-                         "registered_model_version": out["version"]})
-    return out | {"epoch": kept.epoch}
+                        {"best_model_uri": out.model_uri, "registered_model": out.registered_uri,
+                         "registered_model_version": out.version})
+    return out

@@ -1,15 +1,10 @@
-#!/usr/bin/env python
 """Report of a search: best configuration, table of all trials (parquet + markdown),
 importance at a common budget (fANOVA, PED-ANOVA) and plots, written to ``<experiment>/report/``
-(a folder or object storage) and logged as artifacts of the search's parent MLflow run.
-
-    python tuning/report.py hpo_results/spmi-fmnist-20250101-120000 [--no-mlflow]
-    python tuning/report.py s3://bucket/hpo/spmi-fmnist-20250101-120000 --storage-endpoint http://minio:9000
-"""
+(a folder or object storage) and logged as artifacts of the search's parent MLflow run
+(the command: ``tuning.cli.report``)."""
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import dataclasses
 import json
@@ -21,21 +16,30 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-if __name__ == "__main__":
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+import pandas as pd
 
-import pandas as pd  # noqa: E402
-
-from spmi import tables  # noqa: E402
-from spmi.cli_options import DefaultsFormatter, invoked_as  # noqa: E402
-from tuning.plan.search_plan import SearchPlan, load_plan  # noqa: E402
-from tuning.record import mlflow_log  # noqa: E402
-from tuning.record.storage import Storage  # noqa: E402
-from tuning.results import plots  # noqa: E402
-from tuning.results.importance import Importance, at_common_budget  # noqa: E402
-from tuning.results.trials import Trials, read_trials  # noqa: E402
+from spmi import tables
+from tuning.plan.search_plan import SearchPlan, load_plan
+from tuning.record import mlflow_log
+from tuning.record.storage import Storage
+from tuning.results import plots
+from tuning.results.importance import Importance, at_common_budget
+from tuning.results.trials import Trials, read_trials
 
 REPORT_DIR = "report"
+
+
+@dataclass(frozen=True)
+class BestTrial:
+    """The search's best trial (highest val/acc at its best epoch) and its searched values."""
+
+    trial_id: str
+    status: str
+    epochs: int
+    best_epoch: int
+    val_acc: float
+    test_acc: float | None
+    params: dict[str, Any]
 
 
 @dataclass
@@ -44,7 +48,7 @@ class Report:
     location: str           # the report folder in the search's storage (a path or a URI)
     folder: Path            # where its files are written locally (a staging folder for object storage)
     trials: Trials
-    best: dict[str, Any] | None
+    best: BestTrial | None
     importance: list[Importance] = field(default_factory=list)
 
     def summary(self) -> str:
@@ -53,9 +57,9 @@ class Report:
             lines.append("no trial reported a validation accuracy")
         else:
             b = self.best
-            lines.append(f"best trial {b['trial_id']} ({b['status']}, {b['epochs']} epochs; best epoch "
-                         f"{b['best_epoch']}): val/acc {b['val_acc']:.4f}, test/acc {_acc(b['test_acc'])}")
-            lines.append("best settings: " + " ".join(f"{k}={_fmt(v)}" for k, v in b["params"].items()))
+            lines.append(f"best trial {b.trial_id} ({b.status}, {b.epochs} epochs; best epoch "
+                         f"{b.best_epoch}): val/acc {b.val_acc:.4f}, test/acc {_acc(b.test_acc)}")
+            lines.append("best settings: " + " ".join(f"{k}={_fmt(v)}" for k, v in b.params.items()))
         if self.importance:
             frame = importance_table(self.importance, list(self.plan.space().params))
             lines.append("hyperparameter importance at a common budget (trials = how many it rests on):")
@@ -118,11 +122,11 @@ def _make_report(plan: SearchPlan, folder: Path, log_mlflow: bool) -> Report:
     trials = read_trials(plan.storage, plan.name, list(space.params), plan.max_epochs)
     table = trials.table
     best_row = trials.best()
-    best = None if best_row is None else {
-        "trial_id": best_row["trial_id"], "status": best_row["status"], "epochs": int(best_row["epochs"]),
-        "best_epoch": int(best_row["best_epoch"]), "val_acc": float(best_row["best_val_acc"]),
-        "test_acc": None if pd.isna(best_row["best_test_acc"]) else float(best_row["best_test_acc"]),
-        "params": {n: _plain(best_row[n]) for n in space.params}}
+    best = None if best_row is None else BestTrial(
+        trial_id=best_row["trial_id"], status=best_row["status"], epochs=int(best_row["epochs"]),
+        best_epoch=int(best_row["best_epoch"]), val_acc=float(best_row["best_val_acc"]),
+        test_acc=None if pd.isna(best_row["best_test_acc"]) else float(best_row["best_test_acc"]),
+        params={n: _plain(best_row[n]) for n in space.params})
     importance = at_common_budget(table, trials.history, space, plan.grace_period, plan.max_epochs, plan.seed)
     report = Report(plan, plan.storage.uri(plan.name, REPORT_DIR), folder, trials, best, importance)
 
@@ -131,13 +135,13 @@ def _make_report(plan: SearchPlan, folder: Path, log_mlflow: bool) -> Report:
         (folder / "trials.md").write_text(markdown_table(table.drop(columns=["trial_dir"])))
     if not trials.history.empty:
         trials.history.to_parquet(folder / "history.parquet", index=False)
-        plots.learning_curves(trials.history, best and best["trial_id"], folder / "learning_curves.png")
+        plots.learning_curves(trials.history, best and best.trial_id, folder / "learning_curves.png")
         plots.accuracy_vs_params(table, {n: p.distribution for n, p in space.params.items()},
                                  folder / "accuracy_vs_params.png")
         if best is not None:
-            hist = trials.history[trials.history["trial_id"] == best["trial_id"]]
-            plots.candidate_sets(hist, best["trial_id"], folder / "candidate_sets.png")
-    (folder / "best.json").write_text(json.dumps({"best": best, "importance": [
+            hist = trials.history[trials.history["trial_id"] == best.trial_id]
+            plots.candidate_sets(hist, best.trial_id, folder / "candidate_sets.png")
+    (folder / "best.json").write_text(json.dumps({"best": best and dataclasses.asdict(best), "importance": [
         dataclasses.asdict(i) for i in importance]}, indent=2))
     (folder / "report.md").write_text(render(report))
     if log_mlflow and plan.parent_run_id:
@@ -154,11 +158,11 @@ def render(r: Report) -> str:
     if r.best is not None:
         b = r.best
         out += ["## Best configuration", "",
-                f"Trial `{b['trial_id']}` ({b['status']}, {b['epochs']} epochs), at its best epoch "
-                f"{b['best_epoch']}: **val/acc {b['val_acc']:.4f}**, test/acc {_acc(b['test_acc'])}. "
+                f"Trial `{b.trial_id}` ({b.status}, {b.epochs} epochs), at its best epoch "
+                f"{b.best_epoch}: **val/acc {b.val_acc:.4f}**, test/acc {_acc(b.test_acc)}. "
                 "The best trial is the one with the highest val/acc at any epoch; that epoch's "
                 "network is the one kept and published.", "",
-                markdown_table(pd.DataFrame([b["params"]])), ""]
+                markdown_table(pd.DataFrame([b.params])), ""]
     out += ["## Hyperparameter importance at a common budget", "",
             importance_text(r.importance, list(p.space().params))]
     out += ["", "## All trials", "", "Status `stopped`: stopped early by ASHA; its accuracy is partial. "
@@ -199,11 +203,11 @@ def log_to_parent(r: Report) -> None:
         if r.best is not None:
             b = r.best
             mlflow_log.set_tags(p.tracking_uri, p.parent_run_id,
-                                {"best_trial_id": b["trial_id"], "best/trial": b["trial_id"],
-                                 **{f"best.{k}": v for k, v in b["params"].items()}})
+                                {"best_trial_id": b.trial_id, "best/trial": b.trial_id,
+                                 **{f"best.{k}": v for k, v in b.params.items()}})
             mlflow_log.log_metrics(p.tracking_uri, p.parent_run_id,
-                                   {"best/val_acc": b["val_acc"], "best/test_acc": b["test_acc"],
-                                    "best/epoch": b["best_epoch"]}, step=len(r.trials.table))
+                                   {"best/val_acc": b.val_acc, "best/test_acc": b.test_acc,
+                                    "best/epoch": b.best_epoch}, step=len(r.trials.table))
         importance = {f"importance/{i.key}/{k}": v for i in r.importance for k, v in i.values.items()}
         importance |= {f"importance/{i.key}/trials": i.n_trials for i in r.importance}
         mlflow_log.log_metrics(p.tracking_uri, p.parent_run_id, importance, step=0)
@@ -219,23 +223,3 @@ def _acc(v: float | None) -> str:
 
 def _plain(v: Any) -> Any:
     return v.item() if hasattr(v, "item") else v
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog=invoked_as("tuning.report", "python tuning/report.py"),
-                                     description=__doc__.split("\n\n")[0], formatter_class=DefaultsFormatter)
-    parser.add_argument("experiment", help="the search's folder (<storage-path>/<name>), a path or a URI")
-    parser.add_argument("--storage-endpoint", metavar="URL", help="S3-compatible endpoint of an s3:// location")
-    parser.add_argument("--no-mlflow", action="store_true", help="only write the files")
-    args = parser.parse_args(argv)
-    try:
-        report = make_report(args.experiment, log_mlflow=not args.no_mlflow, endpoint=args.storage_endpoint)
-    except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    print(report.summary())
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -10,10 +10,10 @@ from dataclasses import dataclass
 import pandas as pd
 import pyarrow.fs as pafs
 
+from tuning.plan.grid_plan import GridPlan
 from tuning.plan.settings import METRIC, TIME_ATTR
-from tuning.record.storage import Storage
-
-DIVERGED_FILE = "diverged.json"  # tuning.trial.trainable.DIVERGED_FILE (not imported: no torch here)
+from tuning.record.storage import Storage, open_storage
+from tuning.trial.diverged import DIVERGED_FILE
 
 TEST_METRIC, TEST_EPOCH = "test/acc", "test/epoch"  # test/epoch: the trainer's 0-based epoch of test/acc
 BEST_TEST, BEST_EPOCH = "best/test_acc", "best/epoch"
@@ -105,3 +105,10 @@ def read_trials(storage: Storage, name: str, searched: list[str], max_epochs: in
     history = pd.concat([h for h in histories if not h.empty], ignore_index=True) if any(
         not h.empty for h in histories) else pd.DataFrame()
     return Trials(table, history)
+
+
+def grid_results(plan: GridPlan) -> pd.DataFrame:
+    """One row per run of a grid: cell, seed, status, epochs, final val/acc and test/acc, and
+    the best-val epoch's val/acc, test/acc and number."""
+    table = read_trials(open_storage(plan.storage_path), plan.name, ["cell", "seed"], plan.epochs).table
+    return table.drop(columns=["trial_dir"]).sort_values(["cell", "seed"]).reset_index(drop=True)

@@ -9,6 +9,7 @@ epoch, whose own weights the trainer measures too (``eval_test: end``).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import dataclass
@@ -24,7 +25,6 @@ from tuning.plan.settings import METRIC, TIME_ATTR
 BEST_FILE = "best.pt"
 TEST_METRIC, TEST_EPOCH = "test/acc", "test/epoch"
 TEST_TIME = "time/best_test"  # seconds a record's epoch spent measuring the best weights' test accuracy
-META_KEY = "test_epochs"      # the trial's ``meta`` entry: ASHA's rung epochs (``BestTestSchedule.rungs``)
 
 
 @dataclass(frozen=True)
@@ -39,14 +39,36 @@ class BestTestSchedule:
     last: int
     resumed: int = 0
 
-    @classmethod
-    def of(cls, meta: dict[str, Any], last: int, resumed: int) -> BestTestSchedule:
-        return cls(tuple(int(e) for e in meta.get(META_KEY, ())), int(last), int(resumed))
-
     def due(self, done: int) -> bool:
         first_rung = min(self.rungs, default=self.last)
         return (done in self.rungs or done >= self.last
                 or (self.resumed > 0 and done == self.resumed + 1 and done >= first_rung))
+
+
+@dataclass(frozen=True)
+class NetworkSpec:
+    """What rebuilding the network and its input preparation needs (saved in ``best.pt``)."""
+
+    model: str
+    num_classes: int
+    channels: int
+    size: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    channels_last: bool
+    precision: str
+    dataset: str
+    data_root: str
+    verify_data: bool
+    eval_batch_size: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "mean": list(self.mean), "std": list(self.std)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> NetworkSpec:
+        """(``precision`` was added later: older checkpoints trained in fp32.)"""
+        return cls(**{"precision": "fp32", **data, "mean": tuple(data["mean"]), "std": tuple(data["std"])})
 
 
 class BestEpoch:
@@ -58,7 +80,7 @@ class BestEpoch:
         self.val_acc = -math.inf
         self.test_acc = math.nan
         self.weights: dict[str, torch.Tensor] | None = None
-        self.network: dict[str, Any] = {}
+        self.network: NetworkSpec | None = None
 
     def update(self, record: dict[str, Any], trainer: Trainer) -> bool:
         """Take this epoch if its val/acc beats the best; whether it did."""
@@ -104,7 +126,8 @@ class BestEpoch:
         if self.weights is None:
             return None
         return save_atomic({"epoch": self.epoch, "val_acc": self.val_acc, "test_acc": self.test_acc,
-                            "model": self.weights, "network": self.network}, Path(folder) / BEST_FILE)
+                            "model": self.weights, "network": self.network.to_dict() if self.network else {}},
+                           Path(folder) / BEST_FILE)
 
     @classmethod
     def load(cls, folder: str | Path) -> BestEpoch:
@@ -114,7 +137,8 @@ class BestEpoch:
         if path.exists():
             state = load(path)
             best.epoch, best.val_acc, best.test_acc = int(state["epoch"]), state["val_acc"], state["test_acc"]
-            best.weights, best.network = state["model"], state["network"]
+            best.weights = state["model"]
+            best.network = NetworkSpec.from_dict(state["network"]) if state["network"] else None
         return best
 
 
@@ -126,10 +150,11 @@ def measured_now(record: dict[str, Any]) -> bool:
     return int(record.get(TEST_EPOCH, record[TIME_ATTR] - 1)) == int(record[TIME_ATTR]) - 1
 
 
-def network_spec(trainer: Trainer) -> dict[str, Any]:
-    """What rebuilding the network and its input preparation needs (plain values)."""
+def network_spec(trainer: Trainer) -> NetworkSpec:
+    """What rebuilding the trainer's network and its input preparation needs."""
     cfg, info = trainer.cfg, trainer.data.info
-    return {"model": cfg.model or info.model, "num_classes": info.num_classes, "channels": info.channels,
-            "size": info.size, "mean": list(trainer.augmenter.mean), "std": list(trainer.augmenter.std),
-            "channels_last": bool(cfg.channels_last), "precision": cfg.precision, "dataset": cfg.dataset,
-            "data_root": cfg.data_root, "verify_data": bool(cfg.verify_data), "eval_batch_size": cfg.eval_batch_size}
+    return NetworkSpec(model=cfg.model or info.model, num_classes=info.num_classes, channels=info.channels,
+                       size=info.size, mean=tuple(trainer.augmenter.mean), std=tuple(trainer.augmenter.std),
+                       channels_last=bool(cfg.channels_last), precision=cfg.precision, dataset=cfg.dataset,
+                       data_root=cfg.data_root, verify_data=bool(cfg.verify_data),
+                       eval_batch_size=cfg.eval_batch_size)

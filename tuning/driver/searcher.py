@@ -1,0 +1,152 @@
+"""The search's searcher: Optuna TPE behind Ray Tune's ``Searcher`` hooks, asked and told
+only through Optuna's public interface (``Study.ask``/``tell``/``enqueue_trial`` and the
+storage API of the study's own ``RDBStorage``).
+
+Ray's ``OptunaSearch`` reports every epoch at ``training_iteration`` (which restarts after
+some restores), never reports the result on which ASHA stops a trial, and tells a stopped
+trial COMPLETE with its partial accuracy, so TPE takes a 5-epoch score for a 500-epoch
+one. Here every epoch's metric is an intermediate value at step ``epoch``; a trial that
+ends before ``max_epochs`` is PRUNED (Optuna keeps its last intermediate value as its
+value), one that reaches it is COMPLETE with its best epoch's metric (the checkpoint it
+leaves behind), an errored one FAIL.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import pickle
+from collections.abc import Callable
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+from ray.tune.search import Searcher
+
+from tuning.plan.settings import TIME_ATTR
+from tuning.record import optuna_study
+
+log = logging.getLogger(__name__)
+STATE_VERSION = 1  # of what ``save`` writes (searcher-state-*.pkl in the experiment folder)
+
+
+class AshaOptunaSearch(Searcher):
+    """TPE on the search's persistent study (module docstring).
+
+    ``space`` is a define-by-run function that calls ``trial.suggest_*`` for every searched
+    name; ``points_to_evaluate`` are enqueued once, when the search starts. Intermediate
+    values are keyed by ``epoch`` (epochs completed), so a resumed trial re-reporting an
+    epoch is not counted twice; ``max_epochs`` separates PRUNED from COMPLETE. What Tune
+    saves with the experiment (``save``/``restore``, and the pickle in ``tuner.pkl``) is the
+    map of Tune trial ids to Optuna trial numbers and the sampler with its RNG; the study
+    itself lives in its database."""
+
+    def __init__(self, space: Callable[[Any], Any], metric: str, mode: str, storage_url: str, study_name: str,
+                 sampler: optuna.samplers.BaseSampler, max_epochs: int,
+                 points_to_evaluate: list[dict[str, Any]] | None = None):
+        super().__init__(metric=metric, mode=mode)
+        self._space, self._url, self._name = space, storage_url, study_name
+        self._max_epochs = int(max_epochs)
+        self._numbers: dict[str, int] = {}     # Tune trial id -> Optuna trial number
+        self._told: set[str] = set()           # Tune trial ids whose end Optuna was told
+        self._open(sampler)
+        for point in points_to_evaluate or []:
+            self.study.enqueue_trial(point)
+
+    def _open(self, sampler: optuna.samplers.BaseSampler) -> None:
+        self._db = optuna_study.storage(self._url)
+        self.study = optuna.load_study(study_name=self._name, storage=self._db, sampler=sampler,
+                                       pruner=optuna.pruners.NopPruner())
+        self._study_id = self._db.get_study_id_from_name(self._name)
+
+    @property
+    def sampler(self) -> optuna.samplers.BaseSampler:
+        return self.study.sampler
+
+    # ------------------------------------------------------------ pickling (tuner.pkl)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = {k: v for k, v in self.__dict__.items() if k not in ("study", "_db", "_study_id")}
+        state["_sampler"] = self.sampler
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        sampler = state.pop("_sampler")
+        self.__dict__.update(state)
+        self._open(sampler)
+
+    # ------------------------------------------------------------ Tune's hooks
+
+    def set_search_properties(self, metric: str | None, mode: str | None, config: dict, **spec: Any) -> bool:
+        """The space is given to the constructor (define-by-run): nothing to take from Tune."""
+        return False
+
+    def suggest(self, trial_id: str) -> dict[str, Any] | None:
+        trial = self.study.ask()
+        self._numbers[trial_id] = trial.number
+        out = self._space(trial)
+        params = dict(trial.params)
+        return {**params, **out} if isinstance(out, dict) else params
+
+    def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
+        if trial_id not in self._told:
+            self._report(trial_id, result)
+
+    def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
+        if trial_id in self._told or trial_id not in self._numbers:
+            return
+        self._told.add(trial_id)
+        if result and not error:
+            self._report(trial_id, result)  # Tune does not pass the stopping result to on_trial_result
+        _, frozen = self._frozen(trial_id)
+        if frozen.state.is_finished():  # told by a driver before a restore
+            return
+        steps = frozen.intermediate_values
+        epochs = int((result or {}).get(TIME_ATTR, max(steps, default=0)))
+        if error or not steps:
+            state, value = TrialState.FAIL, None
+        elif epochs < self._max_epochs:
+            state, value = TrialState.PRUNED, None
+        else:
+            state, value = TrialState.COMPLETE, optuna_study.best_of(steps.values(), self.study.direction)
+        try:
+            self.study.tell(frozen.number, value, state=state)
+        except Exception as exc:  # never stop the search over the study
+            log.warning("could not tell Optuna about trial %s: %s", trial_id, exc)
+
+    def save(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "wb") as f:
+            pickle.dump({"version": STATE_VERSION, "numbers": self._numbers, "told": self._told,
+                         "sampler": self.sampler}, f)
+
+    def restore(self, checkpoint_path: str) -> None:
+        """Restore, then FAIL the study's RUNNING trials that no restored trial owns: a
+        killed driver asked for them after its last snapshot; Tune asks anew."""
+        with open(checkpoint_path, "rb") as f:
+            state = pickle.load(f)
+        if not isinstance(state, dict) or state.get("version") != STATE_VERSION:
+            raise ValueError(f"{checkpoint_path} is not the state of this searcher (version {STATE_VERSION}); "
+                             f"the search was started by another layout of tuning/")
+        self._numbers, self._told = dict(state["numbers"]), set(state["told"])
+        self._open(state["sampler"])
+        owned = set(self._numbers.values())
+        for t in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            if t.number not in owned:
+                self.study.tell(t.number, state=TrialState.FAIL)
+
+    # ------------------------------------------------------------ the study's records
+
+    def _frozen(self, trial_id: str) -> tuple[int, optuna.trial.FrozenTrial]:
+        """The trial's storage id and the trial as its database holds it now (after a restore too)."""
+        key = self._db.get_trial_id_from_study_id_trial_number(self._study_id, self._numbers[trial_id])
+        return key, self._db.get_trial(key)
+
+    def _report(self, trial_id: str, result: dict[str, Any]) -> None:
+        """One epoch's metric as the intermediate value at step ``epoch`` (once per step)."""
+        value, step = result.get(self.metric), result.get(TIME_ATTR)
+        if trial_id not in self._numbers or value is None or step is None or not math.isfinite(float(value)):
+            return
+        key, frozen = self._frozen(trial_id)
+        if frozen.state.is_finished() or int(step) in frozen.intermediate_values:
+            return
+        self._db.set_trial_intermediate_value(key, int(step), float(value))
