@@ -61,16 +61,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def top_configurations(search: P.SearchPlan, k: int) -> list[TopConfig]:
-    """The search's ``k`` best distinct configurations: trials trained to max_epochs first,
-    then by final val/acc (trials ASHA stopped only when too few finished)."""
+    """The search's ``k`` best distinct configurations, in the order its selection ranks them
+    (``tuning.plan.selection``: trials trained to max_epochs first, by the epoch rule's val/acc;
+    trials ASHA stopped only when too few finished)."""
+    from tuning.plan.selection import distinct
     from tuning.results.trials import read_trials
     space = search.space()
-    table = read_trials(search.storage, search.name, list(space.params), search.max_epochs).completed().copy()
-    if table.empty:
+    ranked = search.selection.rank(read_trials(search.storage, search.name, list(space.params),
+                                               search.max_epochs).table)
+    if ranked.empty:
         raise ValueError(f"search {search.name} has no trial with a validation accuracy; run or resume it first")
-    table["finished"] = table["epochs"] >= search.max_epochs
-    table = table.sort_values(["finished", "val_acc"], ascending=False)
-    table = table.drop_duplicates(list(space.params))
+    table = distinct(ranked, space.params)
     out = []
     for rank, (_, row) in enumerate(table.head(k).iterrows(), start=1):
         params = {}
@@ -78,7 +79,7 @@ def top_configurations(search: P.SearchPlan, k: int) -> list[TopConfig]:
             v = row[name].item() if hasattr(row[name], "item") else row[name]
             params[name] = int(v) if param.distribution in ("int", "logint") else v
         out.append(TopConfig(rank=rank, trial_id=row["trial_id"], epochs=int(row["epochs"]),
-                             val_acc=float(row["val_acc"]), params=params))
+                             val_acc=float(row["score"]), params=params))
     return out
 
 
@@ -123,7 +124,7 @@ def prepare(args: argparse.Namespace) -> tuple[GridPlan, P.SearchPlan, bool]:
         tracking_uri=search.tracking_uri, experiment_id=search.experiment_id, parent_run_id=search.parent_run_id,
         role=ROLE, search=search.name, git_commit=P.git_commit(), cpus_per_trial=cpus, gpus_per_trial=gpus,
         workers_per_trial=workers, check_sync=search.check_sync, max_concurrent=args.max_concurrent,
-        extra=ConfirmSettings(tuple(top)))
+        extra=ConfirmSettings(tuple(top), search.epoch_rule))
     return grid, search, False
 
 
@@ -139,7 +140,7 @@ def finish(grid: GridPlan, search: P.SearchPlan) -> int:
     print(f"chosen on validation: {verdict.chosen} "
           + " ".join(f"{k}={v}" for k, v in verdict.params.items()), flush=True)
     for _, row in table.iterrows():
-        print(f"  {row['cell']}: " + "; ".join(
+        print(f"  {row['cell']} ({verdict.finished[row['cell']]}): " + "; ".join(
             f"{m} {row[f'{m}/mean']:.4f} ± {fmt4(row[f'{m}/std'])} [{fmt4(row[f'{m}/lo'])}, {fmt4(row[f'{m}/hi'])}]"
             for m in METRICS.values()), flush=True)
     print(verdict.statement, flush=True)

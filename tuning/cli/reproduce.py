@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 from spmi.cli_options import DefaultsFormatter, invoked_as
-from spmi.config import TrainConfig
 from tuning.cli.environment import apply_environment
 from tuning.driver.grid import all_done, run_grid
 from tuning.driver.runner import finished, interrupted
@@ -60,8 +59,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--first-seed", type=int, default=1, help="seeds are first-seed .. first-seed + N - 1")
     p.add_argument("--epochs", type=int, default=S.PAPER_EPOCHS, help="epochs of every run (the paper's)")
     p.add_argument("--data-root", action="append", metavar="[DATASET=]PATH", help="dataset folder (repeatable)")
-    p.add_argument("--val-size", type=int, help=f"held-out validation images (default: {TrainConfig.val_size})")
-    p.add_argument("--unlabelled-size", type=int, help="a random subset of this many unlabelled images (default: all)")
+    p.add_argument("--val-size", type=int, default=0,
+                   help="held-out validation images; 0 trains on every training image, the paper's protocol "
+                        "(its cells are then compared with the paper)")
+    p.add_argument("--unlabelled-size", type=int, help="a random subset of this many unlabelled images (default: "
+                                                       "all, the paper's protocol)")
+    p.add_argument("--search-config-all-rows", action="store_true",
+                   help="apply a --config-from search:NAME configuration to every (l, p) row of its dataset, not "
+                        "only to the row it was searched on")
     p.add_argument("--no-verify-data", action="store_true", help="skip the MD5 check of the dataset files")
     p.add_argument("--download", action="store_true", help="fetch a missing dataset (else its rows are skipped)")
     p.add_argument("--set", action="append", metavar="NAME=VALUE", help="a TrainConfig value of every run")
@@ -142,26 +147,50 @@ def _paper_row(dataset: str) -> tuple[int, float]:
     return int(info.labelled), float(info.partial_rate)
 
 
+def search_row(source: str, dataset: str, method: str, storage: Path) -> tuple[int, float]:
+    """The (l, p) row that the search ``source`` (``search:NAME``) was run on."""
+    name = source[len("search:"):]
+    search = P.load_plan(str(storage / name))
+    if (search.dataset, search.method) != (dataset, method):
+        raise ValueError(f"--config-from {dataset}/{method}={source}: {name} is a search of "
+                         f"{search.method} on {search.dataset}")
+    return int(search.base.labelled), float(search.base.partial_rate)
+
+
 def cell_config(source: str, dataset: str, method: str, storage: Path) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(base values, the cell's own values) of a source."""
+    """(base values, the cell's own values) of a source. A search gives its selected
+    configuration (confirmed, else the report's) and the fixed settings of its space, never
+    its data protocol (labelled, p, held-out and unlabelled sizes): the table's row sets those."""
     from tuning.plan.spaces import load_space
     if source.startswith("search:"):
         name = source[len("search:"):]
+        search_row(source, dataset, method, storage)
         search = P.load_plan(str(storage / name))
-        if (search.dataset, search.method) != (dataset, method):
-            raise ValueError(f"--config-from {dataset}/{method}={source}: {name} is a search of "
-                             f"{search.method} on {search.dataset}")
+        space = search.space()
         report = Path(search.experiment_path) / "report"
         for file, key in (("confirm.json", "params"), ("best.json", "best")):
             if (report / file).exists():
                 found = json.loads((report / file).read_text())[key]
                 if found:
-                    return search.base.to_dict(), dict(found.get("params", found) if key == "best" else found)
+                    return {**space.settings, **space.fixed}, dict(found.get("params", found) if key == "best"
+                                                                  else found)
         raise ValueError(f"--config-from {source}: the search has no report; let it finish (or confirm it)")
     space = load_space(S.default_space(method), method, dataset)
     values = space.paper_values if source == "paper" else space.code_values
-    labelled, rate = _paper_row(dataset)
-    return {"labelled": labelled, "partial_rate": rate, **space.settings, **space.fixed}, dict(values)
+    return {**space.settings, **space.fixed}, dict(values)
+
+
+def is_paper_protocol(cfg: Any) -> bool:
+    """Whether a cell trains as the paper did: on every training image, all of them unlabelled too."""
+    return cfg.val_size == 0 and cfg.val_from_labelled == 0 and cfg.unlabelled_size is None
+
+
+def protocol_of(cfg: Any) -> str:
+    """A cell's data protocol in words (what of the training set it trains and validates on)."""
+    held = f"{cfg.val_size} held out for validation" if cfg.val_size else "every training image (the paper's)"
+    carved = f", {cfg.val_from_labelled} of the labelled carved for validation" if cfg.val_from_labelled else ""
+    unl = f"{cfg.unlabelled_size} unlabelled" if cfg.unlabelled_size else "all unlabelled"
+    return f"l={cfg.labelled}, p={cfg.partial_rate:g}; {held}{carved}; {unl}"
 
 
 def prepare(args: argparse.Namespace) -> tuple[GridPlan, bool]:
@@ -211,8 +240,7 @@ def prepare(args: argparse.Namespace) -> tuple[GridPlan, bool]:
     for ds, labelled, rate in rows:
         common = {"dataset": ds, "labelled": labelled, "partial_rate": rate, "epochs": args.epochs,
                   "device": "cuda" if gpus > 0 else "cpu", "progress": False, "out": None, "data_root": roots[ds]}
-        common |= {k: v for k, v in (("val_size", args.val_size), ("unlabelled_size", args.unlabelled_size))
-                   if v is not None}
+        common |= {"val_size": args.val_size, "unlabelled_size": args.unlabelled_size, "val_from_labelled": 0}
         if args.no_verify_data:
             common["verify_data"] = False
         if args.download:
@@ -226,15 +254,25 @@ def prepare(args: argparse.Namespace) -> tuple[GridPlan, bool]:
             continue
         for method in methods:
             source = sources[(ds, method)]
+            if source.startswith("search:") and not args.search_config_all_rows and (
+                    search_row(source, ds, method, storage) != (labelled, rate)):
+                searched = search_row(source, ds, method, storage)
+                print(f"note: {ds}/{method} l={labelled} p={rate:g}: {source} was searched at l={searched[0]} "
+                      f"p={searched[1]:g}; this row uses the paper's configuration (--search-config-all-rows "
+                      f"applies it to every row)", flush=True)
+                source = "paper"
             base, values = cell_config(source, ds, method, storage)
             sets = P.parse_sets(args.set or [], method)  # nothing is searched here
             # test accuracy at the last epoch and of the best weights there (tuning.trial.best); --set may change it
             base = {**base, **common, "eval_test": "end", **sets, "method": method}
             resolve({**values, "device": "cpu"}, config_from_flat(base))
             key = f"{ds}-l{labelled}-p{rate:g}-{method}"
-            cells.append(Cell(key, resolve(base), values, {"row": f"{ds} / {labelled} / {rate:g}",
-                                                           "config_from": source, "reproduce": name}))
-            facts.append(TableCell(key, ds, labelled, rate, method, source, numbers.get((ds, labelled, rate, method))))
+            cfg = resolve(base)
+            protocol = protocol_of(cfg)
+            cells.append(Cell(key, cfg, values, {"row": f"{ds} / {labelled} / {rate:g}", "config_from": source,
+                                                 "reproduce": name, "protocol": protocol}))
+            facts.append(TableCell(key, ds, labelled, rate, method, source, numbers.get((ds, labelled, rate, method)),
+                                   protocol, paper_protocol=is_paper_protocol(cfg)))
     if not cells:
         raise ValueError("no cell has its data on this machine: " + "; ".join(
             sorted({f"{s.dataset}: {s.reason}" for s in skipped})))

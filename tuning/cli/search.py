@@ -28,6 +28,7 @@ from tuning.cli.environment import apply_environment
 from tuning.driver.lock import SearchLock
 from tuning.plan import search_plan as P
 from tuning.plan import settings as S
+from tuning.plan.selection import DEFAULT_EPOCH_RULE, EPOCH_RULES
 from tuning.plan.settings import PRESETS
 from tuning.record import mlflow_log
 from tuning.record.storage import Storage, open_storage
@@ -94,6 +95,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--reduction-factor", type=int, help=f"ASHA reduction factor (default: "
                                                         f"{S.DEFAULT_REDUCTION_FACTOR}{preset_note('reduction_factor')})")
     s.add_argument("--seed", type=int, default=0, help="seed of the Optuna TPE sampler")
+    s.add_argument("--epoch-rule", choices=EPOCH_RULES, default=DEFAULT_EPOCH_RULE,
+                   help="which epoch's val/acc scores a trial at the full budget: best (the network a trial keeps) "
+                        "or last (its final epoch); the report, Optuna, the published model and the confirmation "
+                        "all select by it")
     s.add_argument("--name", help="search name (default: <method>-<dataset>-<time>); an existing one is resumed")
     s.add_argument("--storage-path", default="hpo_results",
                    help="where the searches live: a folder, or a URI every node can reach (s3://bucket/prefix, "
@@ -201,7 +206,7 @@ def search_options(args: argparse.Namespace) -> P.SearchOptions:
         reduction_factor=args.reduction_factor, seed=args.seed, max_concurrent=args.max_concurrent,
         gpus_per_trial=args.gpus_per_trial, cpus_per_trial=args.cpus_per_trial,
         workers_per_trial=args.workers_per_trial, check_sync=args.check_sync, local=args.address is None,
-        optuna_storage=args.optuna_storage, warm_start=args.warm_start)
+        optuna_storage=args.optuna_storage, warm_start=args.warm_start, epoch_rule=args.epoch_rule)
 
 
 def start_tracking(plan: P.SearchPlan) -> P.SearchPlan:

@@ -49,7 +49,7 @@ def make_searcher(plan: SearchPlan, space: Any) -> AshaOptunaSearch:
     return AshaOptunaSearch(space=space.to_optuna, metric=plan.metric, mode=plan.mode,
                             storage_url=plan.optuna_storage, study_name=plan.name,
                             sampler=optuna_study.make_sampler(tpe), max_epochs=plan.max_epochs,
-                            points_to_evaluate=space.points_to_evaluate())
+                            points_to_evaluate=space.points_to_evaluate(), epoch_rule=plan.epoch_rule)
 
 
 def build_tuner(plan: SearchPlan) -> tune.Tuner:

@@ -7,8 +7,9 @@ some restores), never reports the result on which ASHA stops a trial, and tells 
 trial COMPLETE with its partial accuracy, so TPE takes a 5-epoch score for a 500-epoch
 one. Here every epoch's metric is an intermediate value at step ``epoch``; a trial that
 ends before ``max_epochs`` is PRUNED (Optuna keeps its last intermediate value as its
-value), one that reaches it is COMPLETE with its best epoch's metric (the checkpoint it
-leaves behind), an errored one FAIL.
+value), one that reaches it is COMPLETE with its score under the search's epoch rule (its
+best epoch's metric, the network it keeps, or its last epoch's: ``tuning.plan.selection``),
+so that Optuna's best trial is the report's; an errored one FAIL.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import optuna
 from optuna.trial import TrialState
 from ray.tune.search import Searcher
 
+from tuning.plan.selection import DEFAULT_EPOCH_RULE, Selection
 from tuning.plan.settings import TIME_ATTR
 from tuning.record import optuna_study
 
@@ -43,10 +45,11 @@ class AshaOptunaSearch(Searcher):
 
     def __init__(self, space: Callable[[Any], Any], metric: str, mode: str, storage_url: str, study_name: str,
                  sampler: optuna.samplers.BaseSampler, max_epochs: int,
-                 points_to_evaluate: list[dict[str, Any]] | None = None):
+                 points_to_evaluate: list[dict[str, Any]] | None = None, epoch_rule: str = DEFAULT_EPOCH_RULE):
         super().__init__(metric=metric, mode=mode)
         self._space, self._url, self._name = space, storage_url, study_name
         self._max_epochs = int(max_epochs)
+        self._selection = Selection(epoch_rule, self._max_epochs)
         self._numbers: dict[str, int] = {}     # Tune trial id -> Optuna trial number
         self._told: set[str] = set()           # Tune trial ids whose end Optuna was told
         self._open(sampler)
@@ -73,6 +76,8 @@ class AshaOptunaSearch(Searcher):
     def __setstate__(self, state: dict[str, Any]) -> None:
         sampler = state.pop("_sampler")
         self.__dict__.update(state)
+        if "_selection" not in state:  # pickled before the epoch rule: the best epoch's metric
+            self._selection = Selection(DEFAULT_EPOCH_RULE, self._max_epochs)
         self._open(sampler)
 
     # ------------------------------------------------------------ Tune's hooks
@@ -108,7 +113,8 @@ class AshaOptunaSearch(Searcher):
         elif epochs < self._max_epochs:
             state, value = TrialState.PRUNED, None
         else:
-            state, value = TrialState.COMPLETE, optuna_study.best_of(steps.values(), self.study.direction)
+            maximize = self.study.direction == optuna.study.StudyDirection.MAXIMIZE
+            state, value = TrialState.COMPLETE, self._selection.value(steps, maximize)
         try:
             self.study.tell(frozen.number, value, state=state)
         except Exception as exc:  # never stop the search over the study

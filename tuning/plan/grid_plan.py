@@ -58,16 +58,17 @@ class ConfirmSettings:
     """What a confirmation grid keeps besides its cells: the configurations it confirms."""
 
     top: tuple[TopConfig, ...]
+    epoch_rule: str = "best"   # the search's (tuning.plan.selection): what the confirmation chooses by
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ConfirmSettings:
-        return cls(tuple(TopConfig(**c) for c in data["top"]))
+        return cls(tuple(TopConfig(**c) for c in data["top"]), data.get("epoch_rule", "best"))
 
 
 @dataclass(frozen=True)
 class TableCell:
-    """A cell of the reproduced table: its row (dataset, l, p), method, configuration source
-    and the paper's number (None: not known)."""
+    """A cell of the reproduced table: its row (dataset, l, p), method, configuration source,
+    the paper's number (None: not known) and its data protocol in words."""
 
     key: str
     dataset: str
@@ -76,6 +77,8 @@ class TableCell:
     method: str
     config_from: str
     paper: float | None
+    protocol: str = ""
+    paper_protocol: bool = True  # trains on every training image, as the paper did: comparable with its number
 
 
 @dataclass(frozen=True)

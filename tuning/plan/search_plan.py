@@ -33,6 +33,7 @@ from spmi.methods import get_method
 from spmi.options import meta
 from tuning.plan import settings as S
 from tuning.plan.fields import coerce, field_specs, nearest_hint, owned_by_search
+from tuning.plan.selection import DEFAULT_EPOCH_RULE, Selection, check_rule
 from tuning.plan.spaces import SearchSpace, load_space
 from tuning.record import mlflow_log, optuna_study
 from tuning.record.storage import Storage, is_uri, open_storage
@@ -76,6 +77,7 @@ class SearchOptions:
     local: bool = True                   # trials run on this machine (no --address)
     optuna_storage: str | None = None
     warm_start: str | None = None
+    epoch_rule: str = DEFAULT_EPOCH_RULE
 
 
 @dataclass(frozen=True)
@@ -116,7 +118,16 @@ class SearchPlan:
     parent_run_id: str = ""
     created: str = field(default_factory=lambda: time.strftime("%Y-%m-%d %H:%M:%S"))
     storage_endpoint: str | None = None  # S3-compatible endpoint of an s3:// storage_path
+    epoch_rule: str = DEFAULT_EPOCH_RULE  # which epoch's val/acc scores a trial (tuning.plan.selection)
     version: int = LAYOUT_VERSION  # of tuning/'s layout that wrote it (1: before the wings)
+
+    def __post_init__(self) -> None:
+        check_rule(self.epoch_rule)
+
+    @property
+    def selection(self) -> Selection:
+        """How the search's configuration is selected (the report, Optuna, confirmation, publishing)."""
+        return Selection(self.epoch_rule, self.max_epochs)
 
     @functools.cached_property
     def storage(self) -> Storage:
@@ -421,7 +432,7 @@ def make_plan(opts: SearchOptions, storage: Storage, name: str,
         base=cfg, preset=opts.preset, workers_per_trial=workers,
         check_sync=bool(opts.check_sync), git_commit=git_commit(), data_checksum=checksum,
         data_checksum_of="files",
-        optuna_storage=optuna_url, warm_start=warm or None,
+        optuna_storage=optuna_url, warm_start=warm or None, epoch_rule=check_rule(opts.epoch_rule),
         tpe=optuna_study.tpe_settings(num_samples, None if max_conc is None else int(max_conc), int(opts.seed)))
     return plan, space
 

@@ -15,6 +15,7 @@ import os
 import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -185,8 +186,23 @@ def load_published(model_uri: str, tracking_uri: str, device: str = "cpu") -> tu
     return model.to(device), meta
 
 
+def final_network(folder: Path, kept: BestEpoch, best: BestTrial) -> BestEpoch:
+    """The network of a trial's final checkpoint (in ``folder``), described as ``kept``'s
+    (same architecture and input preparation), with the report's numbers of that epoch."""
+    from spmi.checkpoint import load
+    from tuning.trial.backend import CHECKPOINT_FILE
+    state = load(folder / CHECKPOINT_FILE)
+    final = BestEpoch()
+    final.epoch, final.val_acc = int(state["epoch"]), best.val_acc
+    final.test_acc = math.nan if best.test_acc is None else best.test_acc
+    final.weights, final.network = state["model"], kept.network
+    return final
+
+
 def publish_search_best(plan: Any, best: BestTrial | None) -> Published | None:
-    """Publish the report's best trial's kept network (None when there is none)."""
+    """Publish the network of the report's selected trial at its selected epoch (None when
+    there is none): the best epoch's kept weights, or with the epoch rule ``last`` the
+    final checkpoint's."""
     if best is None:
         return None
     from ray.tune import Checkpoint, ExperimentAnalysis
@@ -200,6 +216,8 @@ def publish_search_best(plan: Any, best: BestTrial | None) -> Published | None:
         return None
     with checkpoint.as_directory() as folder:
         kept = BestEpoch.load(folder)
+        if best.epoch_rule == "last" and kept.weights is not None:
+            kept = final_network(Path(folder), kept, best)
     run = mlflow_log.find_trial_run(plan.tracking_uri, plan.experiment_id, best.trial_id)
     if kept.weights is None or run is None:
         return None

@@ -20,6 +20,7 @@ import pandas as pd
 
 from spmi import tables
 from tuning.plan.search_plan import SearchPlan, load_plan
+from tuning.plan.selection import Selection
 from tuning.record import mlflow_log
 from tuning.record.storage import Storage
 from tuning.results import plots
@@ -31,7 +32,9 @@ REPORT_DIR = "report"
 
 @dataclass(frozen=True)
 class BestTrial:
-    """The search's best trial (highest val/acc at its best epoch) and its searched values."""
+    """The search's selected trial (``tuning.plan.selection``) and its searched values:
+    ``val_acc`` is its score under the epoch rule, ``best_epoch`` the epoch that gives it
+    (the network published), ``test_acc`` that network's test accuracy."""
 
     trial_id: str
     status: str
@@ -40,6 +43,7 @@ class BestTrial:
     val_acc: float
     test_acc: float | None
     params: dict[str, Any]
+    epoch_rule: str = "best"
 
 
 @dataclass
@@ -57,7 +61,7 @@ class Report:
             lines.append("no trial reported a validation accuracy")
         else:
             b = self.best
-            lines.append(f"best trial {b.trial_id} ({b.status}, {b.epochs} epochs; best epoch "
+            lines.append(f"best trial {b.trial_id} ({b.status}, {b.epochs} epochs; {b.epoch_rule} epoch "
                          f"{b.best_epoch}): val/acc {b.val_acc:.4f}, test/acc {_acc(b.test_acc)}")
             lines.append("best settings: " + " ".join(f"{k}={_fmt(v)}" for k, v in b.params.items()))
         if self.importance:
@@ -121,12 +125,7 @@ def _make_report(plan: SearchPlan, folder: Path, log_mlflow: bool) -> Report:
     space = plan.space()
     trials = read_trials(plan.storage, plan.name, list(space.params), plan.max_epochs)
     table = trials.table
-    best_row = trials.best()
-    best = None if best_row is None else BestTrial(
-        trial_id=best_row["trial_id"], status=best_row["status"], epochs=int(best_row["epochs"]),
-        best_epoch=int(best_row["best_epoch"]), val_acc=float(best_row["best_val_acc"]),
-        test_acc=None if pd.isna(best_row["best_test_acc"]) else float(best_row["best_test_acc"]),
-        params={n: _plain(best_row[n]) for n in space.params})
+    best = best_trial(plan.selection, table, list(space.params))
     importance = at_common_budget(table, trials.history, space, plan.grace_period, plan.max_epochs, plan.seed)
     report = Report(plan, plan.storage.uri(plan.name, REPORT_DIR), folder, trials, best, importance)
 
@@ -149,6 +148,19 @@ def _make_report(plan: SearchPlan, folder: Path, log_mlflow: bool) -> Report:
     return report
 
 
+def best_trial(selection: Selection, table: pd.DataFrame, params: list[str]) -> BestTrial | None:
+    """The selected trial of ``table`` (None when no trial ended well)."""
+    row = selection.best(table)
+    if row is None:
+        return None
+    test = row[selection.test_column]
+    epoch = row["best_epoch"] if selection.rule == "best" else row["epochs"]
+    return BestTrial(trial_id=row["trial_id"], status=row["status"], epochs=int(row["epochs"]),
+                     best_epoch=int(epoch), val_acc=float(row["score"]),
+                     test_acc=None if pd.isna(test) else float(test), params={n: _plain(row[n]) for n in params},
+                     epoch_rule=selection.rule)
+
+
 def render(r: Report) -> str:
     p = r.plan
     out = [f"# Search {p.name}: {p.method} on {p.dataset}", "",
@@ -158,10 +170,9 @@ def render(r: Report) -> str:
     if r.best is not None:
         b = r.best
         out += ["## Best configuration", "",
-                f"Trial `{b.trial_id}` ({b.status}, {b.epochs} epochs), at its best epoch "
+                f"Trial `{b.trial_id}` ({b.status}, {b.epochs} epochs), at its {b.epoch_rule} epoch "
                 f"{b.best_epoch}: **val/acc {b.val_acc:.4f}**, test/acc {_acc(b.test_acc)}. "
-                "The best trial is the one with the highest val/acc at any epoch; that epoch's "
-                "network is the one kept and published.", "",
+                f"The configuration is {p.selection.describe()}; that epoch's network is the one published.", "",
                 markdown_table(pd.DataFrame([b.params])), ""]
     out += ["## Hyperparameter importance at a common budget", "",
             importance_text(r.importance, list(p.space().params))]
@@ -203,7 +214,7 @@ def log_to_parent(r: Report) -> None:
         if r.best is not None:
             b = r.best
             mlflow_log.set_tags(p.tracking_uri, p.parent_run_id,
-                                {"best_trial_id": b.trial_id, "best/trial": b.trial_id,
+                                {"best_trial_id": b.trial_id, "best/trial": b.trial_id, "epoch_rule": b.epoch_rule,
                                  **{f"best.{k}": v for k, v in b.params.items()}})
             mlflow_log.log_metrics(p.tracking_uri, p.parent_run_id,
                                    {"best/val_acc": b.val_acc, "best/test_acc": b.test_acc,

@@ -1,10 +1,15 @@
-"""Spread over seeds: mean, sample standard deviation and the two-sided 95% Student-t
-interval of the mean, and whether such intervals separate one configuration from others."""
+"""Statistics over seeds: mean, sample standard deviation and the two-sided 95% Student-t
+interval of the mean, and paired comparisons of two configurations on the seeds they share
+(a seed fixes the split, the labelled subset, the partial labels and the initialisation,
+so the per-seed differences are what compares them: paired t-test and Wilcoxon signed-rank
+test). Overlapping intervals are never read as "equal"."""
 
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -41,8 +46,73 @@ def summarise(runs: pd.DataFrame, by: str, metrics: dict[str, str]) -> pd.DataFr
     return pd.DataFrame(rows)
 
 
-def separates(a: tuple[float, float], b: tuple[float, float]) -> bool:
-    """Whether the intervals ``(lo, hi)`` are disjoint (NaN bounds never separate)."""
-    if any(math.isnan(v) for v in (*a, *b)):
-        return False
-    return a[0] > b[1] or b[0] > a[1]
+@dataclass(frozen=True)
+class Paired:
+    """``a`` against ``b`` on ``metric`` over their shared ``seeds``: the mean per-seed
+    difference a - b, its 95% t-interval, the two-sided p-values of the paired t-test and
+    of the Wilcoxon signed-rank test (NaN where the seeds are too few)."""
+
+    a: str
+    b: str
+    metric: str
+    seeds: tuple[int, ...]
+    mean: float
+    lo: float
+    hi: float
+    t_p: float
+    wilcoxon_p: float
+
+    @property
+    def n(self) -> int:
+        return len(self.seeds)
+
+    def to_dict(self) -> dict[str, object]:
+        return {"a": self.a, "b": self.b, "metric": self.metric, "seeds": list(self.seeds), "n": self.n,
+                "mean_diff": self.mean, "lo": self.lo, "hi": self.hi, "t_test_p": self.t_p,
+                "wilcoxon_p": self.wilcoxon_p}
+
+    def sentence(self, scale: float = 100.0, unit: str = "pt", alpha: float = 1 - LEVEL) -> str:
+        """What the seeds show, in words ("A better than B by 0.50 ± 0.20 pt, p = 0.010, 5 seeds")."""
+        seeds = f"{self.n} seed{'s' if self.n != 1 else ''}"
+        if self.n < 2 or math.isnan(self.t_p):
+            return (f"{self.a} - {self.b} = {self.mean * scale:+.2f} {unit} by {self.metric} on {seeds}: "
+                    f"too few shared seeds to test")
+        half = (self.hi - self.lo) / 2 * scale
+        tests = f"paired t-test p = {_p(self.t_p)}, Wilcoxon p = {_p(self.wilcoxon_p)}, {seeds}"
+        if self.t_p < alpha:
+            better, worse = (self.a, self.b) if self.mean > 0 else (self.b, self.a)
+            return (f"{better} better than {worse} by {abs(self.mean) * scale:.2f} ± {half:.2f} {unit} "
+                    f"by {self.metric} ({tests})")
+        return (f"{self.a} - {self.b} = {self.mean * scale:+.2f} ± {half:.2f} {unit} by {self.metric} ({tests}): "
+                f"no difference shown at the {alpha:.0%} level, which does not make them equal")
+
+
+def _p(p: float) -> str:
+    if math.isnan(p):
+        return "n/a"
+    return f"{p:.2g}" if p < 0.001 else f"{p:.3f}"
+
+
+def paired(a: pd.Series, b: pd.Series, names: tuple[str, str], metric: str, level: float = LEVEL) -> Paired:
+    """Compare ``a`` and ``b`` (values indexed by seed; NaN: no result) on their shared seeds."""
+    from scipy import stats
+    both = pd.concat([a.rename("a"), b.rename("b")], axis=1, join="inner").dropna()
+    d = (both["a"] - both["b"]).to_numpy(dtype=float)
+    seeds = tuple(int(s) for s in both.index)
+    n = len(d)
+    if n == 0:
+        return Paired(*names, metric, seeds, math.nan, math.nan, math.nan, math.nan, math.nan)
+    mean = float(d.mean())
+    if n < 2:
+        return Paired(*names, metric, seeds, mean, math.nan, math.nan, math.nan, math.nan)
+    sd = float(d.std(ddof=1))
+    half = float(stats.t.ppf((1 + level) / 2, n - 1)) * sd / math.sqrt(n)
+    # every seed differing by the same amount leaves no spread to test against: p is 0 (or 1 at no difference)
+    t_p = (1.0 if mean == 0.0 else 0.0) if sd == 0.0 else float(stats.ttest_rel(both["a"], both["b"]).pvalue)
+    if np.all(d == 0):
+        w_p = 1.0
+    else:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # ties or zero differences: its normal approximation
+            w_p = float(stats.wilcoxon(d).pvalue)
+    return Paired(*names, metric, seeds, mean, mean - half, mean + half, t_p, w_p)

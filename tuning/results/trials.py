@@ -31,13 +31,6 @@ class Trials:
             return self.table
         return self.table[self.table["val_acc"].notna() & self.table["status"].isin(["finished", "stopped"])]
 
-    def best(self) -> pd.Series | None:
-        """The trial with the highest val/acc at its best epoch, the network it keeps (ties:
-        more epochs)."""
-        done = self.completed()
-        if done.empty:
-            return None
-        return done.sort_values(["best_val_acc", "epochs"], ascending=False).iloc[0]
 
 
 def _history(fs: pafs.FileSystem, trial_dir: str, trial_id: str) -> pd.DataFrame:
