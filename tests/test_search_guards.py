@@ -287,3 +287,10 @@ def test_a_grid_of_the_previous_layout_is_refused_in_one_line(tmp_path) -> None:
     with pytest.raises(ValueError, match=r"confirm: this grid was started by an earlier layout of tuning/ "
                                          r"\(version 1, .*move the folder away to run it anew$"):
         load_grid(folder / "confirm.json", resuming=True)
+
+
+@pytest.mark.parametrize("workers", ["0", "-2"])
+def test_workers_per_trial_below_one_is_refused(tiny, tmp_path, workers, capsys, no_ray) -> None:
+    """(It was silently read as 1.)"""
+    err = one_line(common(tiny, tmp_path / "hpo") + ["--workers-per-trial", workers], capsys)
+    assert f"--workers-per-trial {workers} must be >= 1" in err and no_ray == []

@@ -389,7 +389,9 @@ def make_plan(opts: SearchOptions, storage: Storage, name: str,
     max_epochs = int(pick("max_epochs", S.PAPER_EPOCHS))
     if max_epochs < 1:
         raise ValueError(f"--max-epochs {max_epochs} must be >= 1")
-    workers = int(opts.workers_per_trial or 1)
+    workers = int(opts.workers_per_trial)
+    if workers < 1:
+        raise ValueError(f"--workers-per-trial {workers} must be >= 1 (1: single-process trials; N > 1: DDP)")
     gpus = float(pick("gpus_per_trial", default_gpus()))
     cpus = int(pick("cpus_per_trial", default_cpus(gpus)))
     check_resources(cpus, gpus, local=opts.local, workers=workers)
