@@ -176,13 +176,13 @@ def test_report_takes_the_best_epochs_test_accuracy_from_the_last_record():
     new = pd.DataFrame({"epoch": [1, 2, 3, 4], "val/acc": [0.5, 0.7, 0.6, 0.65],
                         "test/acc": [None, 0.68, None, 0.69], "test/epoch": [None, 1, None, 3],
                         "best/epoch": [1, 2, 2, 2], "best/test_acc": [None, 0.68, 0.68, 0.68]})
-    assert best_epoch(new) == {"best_val_acc": 0.7, "best_test_acc": 0.68, "best_epoch": 2}
+    assert best_epoch(new) == {"best_score": 0.7, "best_val_acc": 0.7, "best_test_acc": 0.68, "best_epoch": 2}
     new.loc[1, ["test/acc", "test/epoch"]] = None   # the best epoch measured later, at a rung
     new.loc[3, "test/acc"], new.loc[3, "test/epoch"] = 0.66, 1
     assert best_epoch(new)["best_test_acc"] == 0.68
     old = pd.DataFrame({"epoch": [1, 2, 3], "val/acc": [0.5, 0.7, 0.6], "test/acc": [0.4, 0.66, 0.66],
                         "test/epoch": [0, 1, 1]})
-    assert best_epoch(old) == {"best_val_acc": 0.7, "best_test_acc": 0.66, "best_epoch": 2}
+    assert best_epoch(old) == {"best_score": 0.7, "best_val_acc": 0.7, "best_test_acc": 0.66, "best_epoch": 2}
 
 
 class _Dir:
@@ -196,3 +196,19 @@ class _Dir:
 
     def __exit__(self, *exc):
         return False
+
+
+def test_the_kept_network_is_the_best_by_the_searchs_metric(plan, tmp_path, monkeypatch):
+    """With ``--metric val/approx_acc`` the trial keeps (and tests) the epoch of highest
+    approximated accuracy, not of highest val/acc; ``best/val_acc`` is that epoch's val/acc."""
+    spec = dataclasses.replace(spec_of(plan, ()), metric="val/approx_acc")
+    approx = [0.3, 0.6, 0.5, 0.4, 0.2, 0.1]   # best at epoch 2
+    val = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6]      # val/acc alone would keep epoch 6
+    validate = Trainer.validate
+    monkeypatch.setattr(Trainer, "validate", lambda self, model=None: {
+        **validate(self, model), "val/acc": val[self.epoch], "val/approx_acc": approx[self.epoch]})
+    trial = Trial(tmp_path / "reports")
+    run_trial(spec, monkeypatch, trial, tmp_path / "trial")
+    last = trial.reports[-1][0]
+    assert (last["best/epoch"], last["best/score"], last["best/val_acc"]) == (2, 0.6, 0.2)
+    assert last["best/test_acc"] == checkpoint_test_acc(plan, trial.reports[1][1])   # epoch 2's network

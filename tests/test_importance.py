@@ -26,7 +26,7 @@ def search(n: int, finished_every: int):
         epochs = MAX_EPOCHS if i % finished_every == 0 else GRACE
         accs = {e: (0.3 + 3 * lr if e <= GRACE else 0.2 + 0.1 * tau) for e in range(1, epochs + 1)}
         hist += [{"trial_id": f"t{i}", "epoch": e, "val/acc": a} for e, a in accs.items()]
-        rows.append({"trial_id": f"t{i}", "epochs": epochs, "best_val_acc": max(accs.values()),
+        rows.append({"trial_id": f"t{i}", "epochs": epochs, "best_score": max(accs.values()),
                      "lr": lr, "warmup": warmup, "tau": tau})
     return pd.DataFrame(rows), pd.DataFrame(hist)
 

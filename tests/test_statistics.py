@@ -21,8 +21,9 @@ A = [0.800, 0.810, 0.820]
 
 def trial(trial_id: str, status: str, epochs: int, val: float, best_val: float, lr: float = 0.01,
           test: float = 0.5, best_test: float = 0.6, best_epoch: int = 1) -> dict:
-    return {"trial_id": trial_id, "status": status, "epochs": epochs, "val_acc": val, "test_acc": test,
-            "best_val_acc": best_val, "best_test_acc": best_test, "best_epoch": best_epoch, "lr": lr}
+    return {"trial_id": trial_id, "status": status, "epochs": epochs, "score": val, "best_score": best_val,
+            "val_acc": val, "test_acc": test, "best_val_acc": best_val, "best_test_acc": best_test,
+            "best_epoch": best_epoch, "lr": lr}
 
 
 TRIALS = pd.DataFrame([
@@ -45,7 +46,7 @@ def test_the_epoch_rule_is_a_named_choice_that_changes_the_score():
     best = Selection("best", 20)
     last = Selection("last", 20)
     assert best.best(TRIALS)["trial_id"] == "late" and last.best(TRIALS)["trial_id"] == "late"
-    table = TRIALS.assign(best_val_acc=TRIALS["best_val_acc"].where(TRIALS["trial_id"] != "steady", 0.95))
+    table = TRIALS.assign(best_score=TRIALS["best_score"].where(TRIALS["trial_id"] != "steady", 0.95))
     assert best.best(table)["trial_id"] == "steady" and last.best(table)["trial_id"] == "late"
     assert best.value({1: 0.5, 2: 0.7, 3: 0.6}) == 0.7 and last.value({1: 0.5, 2: 0.7, 3: 0.6}) == 0.6
     with pytest.raises(ValueError, match="epoch rule 'peak': choose one of best, last"):
@@ -54,10 +55,11 @@ def test_the_epoch_rule_is_a_named_choice_that_changes_the_score():
 
 def test_the_report_names_the_selected_trial_its_epoch_and_that_networks_test_accuracy():
     b = best_trial(Selection("best", 20), TRIALS.assign(
-        best_val_acc=TRIALS["best_val_acc"].where(TRIALS["trial_id"] != "steady", 0.95)), ["lr"])
-    assert (b.trial_id, b.best_epoch, b.val_acc, b.test_acc, b.epoch_rule) == ("steady", 12, 0.95, 0.84, "best")
+        best_score=TRIALS["best_score"].where(TRIALS["trial_id"] != "steady", 0.95)), ["lr"])
+    assert (b.trial_id, b.best_epoch, b.score, b.val_acc, b.test_acc, b.epoch_rule) == (
+        "steady", 12, 0.95, 0.86, 0.84, "best")
     last = best_trial(Selection("last", 20), TRIALS, ["lr"])
-    assert (last.trial_id, last.best_epoch, last.val_acc, last.test_acc) == ("late", 20, 0.87, 0.83)
+    assert (last.trial_id, last.best_epoch, last.score, last.test_acc) == ("late", 20, 0.87, 0.83)
     assert best_trial(Selection("best", 20), TRIALS[TRIALS["status"] == "error"], ["lr"]) is None
 
 

@@ -30,7 +30,7 @@ from tuning.driver.runner import finished, interrupted
 from tuning.plan import search_plan as P
 from tuning.plan.grid_plan import Cell, ConfirmSettings, GridPlan, TopConfig, load_grid
 from tuning.record import mlflow_log
-from tuning.results.confirmation import METRICS, Verdict, fmt4, render, summary
+from tuning.results.confirmation import Verdict, fmt4, metric_names, render, summary
 
 GRID_NAME, PLAN_FILE, ROLE = "confirm", "confirm.json", "confirm"
 
@@ -68,7 +68,7 @@ def top_configurations(search: P.SearchPlan, k: int) -> list[TopConfig]:
     from tuning.results.trials import read_trials
     space = search.space()
     ranked = search.selection.rank(read_trials(search.storage, search.name, list(space.params),
-                                               search.max_epochs).table)
+                                               search.max_epochs, search.metric).table)
     if ranked.empty:
         raise ValueError(f"search {search.name} has no trial with a validation accuracy; run or resume it first")
     table = distinct(ranked, space.params)
@@ -79,7 +79,7 @@ def top_configurations(search: P.SearchPlan, k: int) -> list[TopConfig]:
             v = row[name].item() if hasattr(row[name], "item") else row[name]
             params[name] = int(v) if param.distribution in ("int", "logint") else v
         out.append(TopConfig(rank=rank, trial_id=row["trial_id"], epochs=int(row["epochs"]),
-                             val_acc=float(row["score"]), params=params))
+                             val_acc=float(row["selection_score"]), params=params))
     return out
 
 
@@ -124,7 +124,7 @@ def prepare(args: argparse.Namespace) -> tuple[GridPlan, P.SearchPlan, bool]:
         tracking_uri=search.tracking_uri, experiment_id=search.experiment_id, parent_run_id=search.parent_run_id,
         role=ROLE, search=search.name, git_commit=P.git_commit(), cpus_per_trial=cpus, gpus_per_trial=gpus,
         workers_per_trial=workers, check_sync=search.check_sync, max_concurrent=args.max_concurrent,
-        extra=ConfirmSettings(tuple(top), search.epoch_rule))
+        extra=ConfirmSettings(tuple(top), search.epoch_rule, search.metric))
     return grid, search, False
 
 
@@ -142,7 +142,7 @@ def finish(grid: GridPlan, search: P.SearchPlan) -> int:
     for _, row in table.iterrows():
         print(f"  {row['cell']} ({verdict.finished[row['cell']]}): " + "; ".join(
             f"{m} {row[f'{m}/mean']:.4f} ± {fmt4(row[f'{m}/std'])} [{fmt4(row[f'{m}/lo'])}, {fmt4(row[f'{m}/hi'])}]"
-            for m in METRICS.values()), flush=True)
+            for m in metric_names(verdict.metric).values()), flush=True)
     print(verdict.statement, flush=True)
     print(f"confirmation: {folder / 'confirm.md'}", flush=True)
     return 0
@@ -154,8 +154,9 @@ def log_to_parent(grid: GridPlan, folder: Path, table: Any, verdict: Verdict) ->
         c = mlflow_log.client(uri)
         for name in ("confirm.md", "confirm.parquet", "confirm_runs.parquet", "confirm.json"):
             mlflow_log.retry(lambda name=name: c.log_artifact(run_id, str(folder / name), "confirm"))
+        names = metric_names(verdict.metric).values()
         metrics = {f"confirm/{row['cell']}/{m.split(' ')[0].replace('/', '_')}{'_best_val' if 'best' in m else ''}"
-                   f"/{s}": row[f"{m}/{s}"] for _, row in table.iterrows() for m in METRICS.values()
+                   f"/{s}": row[f"{m}/{s}"] for _, row in table.iterrows() for m in names
                    for s in ("mean", "std", "lo", "hi")}
         mlflow_log.log_metrics(uri, run_id, metrics, step=0)
         mlflow_log.set_tags(uri, run_id, {"confirm.chosen": verdict.chosen,

@@ -95,6 +95,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--reduction-factor", type=int, help=f"ASHA reduction factor (default: "
                                                         f"{S.DEFAULT_REDUCTION_FACTOR}{preset_note('reduction_factor')})")
     s.add_argument("--seed", type=int, default=0, help="seed of the Optuna TPE sampler")
+    s.add_argument("--metric", choices=S.OBJECTIVES, default=S.METRIC,
+                   help="the validation metric the search selects on (ASHA stops on it, TPE is told it, the report, "
+                        "the published model and the confirmation rank by it): val/acc needs clean validation "
+                        "labels; val/covering_rate and val/approx_acc need only candidate sets (--val-labels partial "
+                        "or --val-from-labelled K)")
     s.add_argument("--epoch-rule", choices=EPOCH_RULES, default=DEFAULT_EPOCH_RULE,
                    help="which epoch's val/acc scores a trial at the full budget: best (the network a trial keeps) "
                         "or last (its final epoch); the report, Optuna, the published model and the confirmation "
@@ -206,7 +211,8 @@ def search_options(args: argparse.Namespace) -> P.SearchOptions:
         reduction_factor=args.reduction_factor, seed=args.seed, max_concurrent=args.max_concurrent,
         gpus_per_trial=args.gpus_per_trial, cpus_per_trial=args.cpus_per_trial,
         workers_per_trial=args.workers_per_trial, check_sync=args.check_sync, local=args.address is None,
-        optuna_storage=args.optuna_storage, warm_start=args.warm_start, epoch_rule=args.epoch_rule)
+        optuna_storage=args.optuna_storage, warm_start=args.warm_start, epoch_rule=args.epoch_rule,
+        metric=args.metric)
 
 
 def start_tracking(plan: P.SearchPlan) -> P.SearchPlan:

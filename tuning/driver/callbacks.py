@@ -23,8 +23,9 @@ class CloseTrialRuns(Callback):
     """On trial completion: FINISHED plus tags (final checkpoint, epochs, stopped early);
     on error: FAILED. Holds only plain values, so it pickles with the experiment."""
 
-    def __init__(self, uri: str, experiment_id: str, max_epochs: int, parent_run_id: str = "", scheme: str = ""):
-        self.uri, self.experiment_id, self.max_epochs = uri, experiment_id, max_epochs
+    def __init__(self, uri: str, experiment_id: str, max_epochs: int, parent_run_id: str = "", scheme: str = "",
+                 metric: str = METRIC):
+        self.uri, self.experiment_id, self.max_epochs, self.metric = uri, experiment_id, max_epochs, metric
         self.parent_run_id = parent_run_id
         self.scheme = scheme  # of the search's storage: checkpoint paths are tagged as URIs
 
@@ -32,8 +33,8 @@ class CloseTrialRuns(Callback):
         result = trial.last_result or {}
         epochs = int(result.get(TIME_ATTR, 0))
         how = "stopped early (ASHA)" if epochs < self.max_epochs else "finished"
-        print(f"[search] trial {trial.trial_id} {how} after {epochs} epochs: val/acc "
-              f"{result.get(METRIC, float('nan')):.4f}", flush=True)
+        print(f"[search] trial {trial.trial_id} {how} after {epochs} epochs: {self.metric} "
+              f"{result.get(self.metric, float('nan')):.4f}", flush=True)
         tags = {mlflow_log.STATUS_TAG: "TERMINATED", "epochs_trained": epochs,
                 "stopped_early": str(epochs < self.max_epochs).lower()}
         final = trial.checkpoint.path if trial.checkpoint is not None else result.get("checkpoint_path")  # DDP: Train's

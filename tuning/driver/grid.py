@@ -30,7 +30,8 @@ def trial_spec(plan: GridPlan) -> TrialSpec:
     return TrialSpec(
         tracking=Tracking(plan.tracking_uri, plan.experiment_id, plan.parent_run_id, plan.search, plan.git_commit,
                           role=plan.role),
-        resources=grid_resources(plan), location=Location(plan.storage_path, plan.name), cells=plan.cells)
+        resources=grid_resources(plan), location=Location(plan.storage_path, plan.name), cells=plan.cells,
+        metric=plan.metric)
 
 
 def grid_resources(plan: GridPlan) -> Resources:

@@ -36,7 +36,7 @@ def trial_spec(plan: SearchPlan) -> TrialSpec:
         tracking=Tracking(plan.tracking_uri, plan.experiment_id, plan.parent_run_id, plan.name, plan.git_commit),
         resources=trial_resources(plan), location=Location(plan.storage_path, plan.name, plan.storage_endpoint),
         base=plan.base_config, data_checksum=plan.data_checksum, data_checksum_of=plan.data_checksum_of,
-        test_epochs=tuple(asha_of(plan).rungs()))
+        test_epochs=tuple(asha_of(plan).rungs()), metric=plan.metric)
 
 
 def trial_resources(plan: SearchPlan) -> Resources:
@@ -72,7 +72,7 @@ def build_tuner(plan: SearchPlan) -> tune.Tuner:
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
             failure_config=tune.FailureConfig(max_failures=1),
             callbacks=[CloseTrialRuns(plan.tracking_uri, plan.experiment_id, plan.max_epochs,
-                                      parent_run_id=plan.parent_run_id, scheme=plan.storage.scheme),
+                                      parent_run_id=plan.parent_run_id, scheme=plan.storage.scheme, metric=plan.metric),
                        cost_watch.CostWatch(plan.tracking_uri, plan.parent_run_id, plan.num_samples,
                                             plan.max_concurrent or 1, asha_of(plan))]
             + ([ReleaseTrainGroups()] if plan.workers_per_trial > 1 else [])))
@@ -85,7 +85,8 @@ def asha_of(plan: SearchPlan) -> cost.Asha:
 def reporter(plan: SearchPlan, space: Any) -> tune.CLIReporter:
     """A compact status table: searched values, epoch and accuracies (needs RAY_AIR_NEW_OUTPUT=0)."""
     return tune.CLIReporter(parameter_columns=list(space.params), max_report_frequency=30,
-                            metric_columns={TIME_ATTR: "epoch", plan.metric: "val/acc", "test/acc": "test/acc"},
+                            metric_columns={TIME_ATTR: "epoch", plan.metric: plan.metric, "val/acc": "val/acc",
+                                            "test/acc": "test/acc"},
                             sort_by_metric=True)
 
 

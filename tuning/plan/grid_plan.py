@@ -59,10 +59,12 @@ class ConfirmSettings:
 
     top: tuple[TopConfig, ...]
     epoch_rule: str = "best"   # the search's (tuning.plan.selection): what the confirmation chooses by
+    metric: str = "val/acc"    # the search's validation metric
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ConfirmSettings:
-        return cls(tuple(TopConfig(**c) for c in data["top"]), data.get("epoch_rule", "best"))
+        return cls(tuple(TopConfig(**c) for c in data["top"]), data.get("epoch_rule", "best"),
+                   data.get("metric", "val/acc"))
 
 
 @dataclass(frozen=True)
@@ -144,6 +146,11 @@ class GridPlan:
     def __post_init__(self) -> None:
         object.__setattr__(self, "cells", tuple(self.cells))
         object.__setattr__(self, "seeds", tuple(int(s) for s in self.seeds))
+
+    @property
+    def metric(self) -> str:
+        """The validation metric its runs keep their best epoch by (a confirmation: its search's)."""
+        return self.extra.metric if isinstance(self.extra, ConfirmSettings) else "val/acc"
 
     @property
     def experiment_path(self) -> Path:

@@ -78,6 +78,7 @@ class SearchOptions:
     optuna_storage: str | None = None
     warm_start: str | None = None
     epoch_rule: str = DEFAULT_EPOCH_RULE
+    metric: str = S.METRIC
 
 
 @dataclass(frozen=True)
@@ -127,7 +128,7 @@ class SearchPlan:
     @property
     def selection(self) -> Selection:
         """How the search's configuration is selected (the report, Optuna, confirmation, publishing)."""
-        return Selection(self.epoch_rule, self.max_epochs)
+        return Selection(self.epoch_rule, self.max_epochs, self.metric)
 
     @functools.cached_property
     def storage(self) -> Storage:
@@ -303,6 +304,18 @@ def check_data(cfg: TrainConfig, local: bool = True) -> str:
     return files_checksum(file_md5s(cfg.dataset, cfg.data_root, verify=False))
 
 
+def check_metric(metric: str, cfg: TrainConfig) -> str:
+    """The search's objective, checked against its validation set: a partial-label criterion
+    needs validation images that carry candidate sets (with true labels it equals val/acc)."""
+    if metric not in S.OBJECTIVES:
+        raise ValueError(f"--metric {metric}: choose one of {', '.join(S.OBJECTIVES)}")
+    if metric != S.METRIC and cfg.val_labels == "true" and not cfg.val_from_labelled:
+        raise ValueError(f"--metric {metric}: the validation images carry their true labels, where {metric} equals "
+                         f"val/acc; give them candidate sets (--val-labels partial) or carve them from the labelled "
+                         f"set (--val-from-labelled K)")
+    return metric
+
+
 def search_data_root(dataset: str, given: str | None, local: bool) -> str:
     """The search's absolute ``data_root``: ``given``, else the dataset's default folder;
     on a cluster that of its Debian package where it has one (the nodes' place for it,
@@ -402,6 +415,7 @@ def make_plan(opts: SearchOptions, storage: Storage, name: str,
         raise ValueError("--val-size must be > 0 (or --val-from-labelled K > 0): the search optimises a validation "
                          "metric on images it does not train on, never test accuracy")
     cfg = resolve(values)
+    metric = check_metric(opts.metric, cfg)
     for point in space.points_to_evaluate():
         resolve({**point, "device": "cpu"}, cfg)  # each first trial's config (GPUs were checked above)
     num_samples = int(pick("num_samples", S.DEFAULT_NUM_SAMPLES))
@@ -419,7 +433,7 @@ def make_plan(opts: SearchOptions, storage: Storage, name: str,
     checksum = check_data(cfg, local=opts.local)
     mlflow_log.check_store(tracking_uri)
     optuna_url = opts.optuna_storage or optuna_study.default_storage(storage.root)
-    study_attrs = optuna_study.StudyAttrs(opts.method, opts.dataset, S.METRIC, S.MODE, max_epochs)
+    study_attrs = optuna_study.StudyAttrs(opts.method, opts.dataset, metric, S.MODE, max_epochs)
     if optuna_study.study_exists(optuna_url, name):
         raise ValueError(f"the Optuna storage {optuna_url} already has a study named {name!r}; choose another --name")
     warm = opts.warm_start
@@ -434,7 +448,7 @@ def make_plan(opts: SearchOptions, storage: Storage, name: str,
         base=cfg, preset=opts.preset, workers_per_trial=workers,
         check_sync=bool(opts.check_sync), git_commit=git_commit(), data_checksum=checksum,
         data_checksum_of="files",
-        optuna_storage=optuna_url, warm_start=warm or None, epoch_rule=check_rule(opts.epoch_rule),
+        optuna_storage=optuna_url, warm_start=warm or None, epoch_rule=check_rule(opts.epoch_rule), metric=metric,
         tpe=optuna_study.tpe_settings(num_samples, None if max_conc is None else int(max_conc), int(opts.seed)))
     return plan, space
 

@@ -1,9 +1,10 @@
 """The one definition of a search's selected configuration, used by the report, the MLflow
 parent run, the published model, Optuna's best trial, the confirmation and the paper table.
 
-A trial's score is its validation accuracy under the search's **epoch rule**: ``best``, the
-highest ``val/acc`` of any epoch (the network the trial keeps, ``tuning.trial.best``), or
-``last``, the ``val/acc`` of its final epoch. Trials are compared at the full budget: a
+A trial's score is the search's validation metric (``val/acc``, or a partial-label one:
+``val/covering_rate``, ``val/approx_acc``) under its **epoch rule**: ``best``, the highest
+value of any epoch (the network the trial keeps, ``tuning.trial.best``), or ``last``, the
+value of its final epoch. Trials are compared at the full budget: a
 trial that reached ``max_epochs`` always ranks above one ASHA stopped earlier, and stopped
 trials rank by the rung they reached, then by score (ASHA's own order). Failed and diverged
 trials are never selected. Ties go to the earlier trial (its id)."""
@@ -29,18 +30,19 @@ def check_rule(rule: str) -> str:
 
 @dataclass(frozen=True)
 class Selection:
-    """How a search selects its configuration: the epoch rule at ``max_epochs`` epochs."""
+    """How a search selects its configuration: ``metric`` under the epoch rule at ``max_epochs``."""
 
     rule: str
     max_epochs: int
+    metric: str = "val/acc"
 
     def __post_init__(self) -> None:
         check_rule(self.rule)
 
     @property
-    def val_column(self) -> str:
-        """The trials-table column holding a trial's score."""
-        return "best_val_acc" if self.rule == "best" else "val_acc"
+    def score_column(self) -> str:
+        """The trials-table column holding a trial's score (the metric at the rule's epoch)."""
+        return "best_score" if self.rule == "best" else "score"
 
     @property
     def test_column(self) -> str:
@@ -57,13 +59,13 @@ class Selection:
 
     def rank(self, table: pd.DataFrame) -> pd.DataFrame:
         """The trials that ended well, best first (module docstring), with ``full_budget``
-        (reached ``max_epochs``) and ``score`` columns."""
+        (reached ``max_epochs``) and ``selection_score`` columns."""
         if table.empty:
-            return table.assign(full_budget=pd.Series(dtype=bool), score=pd.Series(dtype=float))
-        done = table[table["status"].isin(GOOD_STATUSES) & table[self.val_column].notna()].copy()
+            return table.assign(full_budget=pd.Series(dtype=bool), selection_score=pd.Series(dtype=float))
+        done = table[table["status"].isin(GOOD_STATUSES) & table[self.score_column].notna()].copy()
         done["full_budget"] = done["epochs"] >= self.max_epochs
-        done["score"] = done[self.val_column].astype(float)
-        return done.sort_values(["full_budget", "epochs", "score", "trial_id"],
+        done["selection_score"] = done[self.score_column].astype(float)
+        return done.sort_values(["full_budget", "epochs", "selection_score", "trial_id"],
                                 ascending=[False, False, False, True]).reset_index(drop=True)
 
     def best(self, table: pd.DataFrame) -> pd.Series | None:
@@ -72,8 +74,9 @@ class Selection:
         return None if ranked.empty else ranked.iloc[0]
 
     def describe(self) -> str:
-        what = "its best epoch's val/acc" if self.rule == "best" else "its final epoch's val/acc"
-        return (f"selected by {what} (epoch rule '{self.rule}') among the trials that reached {self.max_epochs} "
+        what = "its best epoch's" if self.rule == "best" else "its final epoch's"
+        return (f"selected by {what} {self.metric} (epoch rule '{self.rule}') among the trials that reached "
+                f"{self.max_epochs} "
                 f"epochs; trials ASHA stopped earlier rank below them")
 
 

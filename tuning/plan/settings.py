@@ -8,7 +8,10 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]  # holds spmi/ and tuning/: a checkout, or site-packages
 SPACES_PACKAGE = "search_spaces"  # the shipped spaces, package data (imported by the driver only)
-METRIC, MODE = "val/acc", "max"
+METRIC, MODE = "val/acc", "max"  # the default objective: clean-label validation accuracy (the oracle)
+# what a search may select on (--metric; all maximised): clean val/acc, or the partial-label
+# criteria of a validation set that carries candidate sets (spmi.metrics)
+OBJECTIVES = ("val/acc", "val/covering_rate", "val/approx_acc")
 TIME_ATTR = "epoch"          # epochs completed (1-based), reported by every trial
 PAPER_EPOCHS = 500
 DEFAULT_NUM_SAMPLES = 32

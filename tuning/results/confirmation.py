@@ -16,14 +16,22 @@ from tuning.results.stats import Paired
 from tuning.results.trials import grid_results
 
 METRICS = {"val_acc": "val/acc", "best_val_acc": "val/acc (best-val epoch)", "test_acc": "test/acc (final epoch)",
-           "best_test_acc": "test/acc (best-val epoch)"}
+           "best_test_acc": "test/acc (best-val epoch)"}   # run columns -> names (best-val: best by the metric)
 FAILED = ("error", "diverged")   # runs that ended without a result (the rest unfinished: running, pending)
 
 
-def rule_metrics(rule: str) -> tuple[str, str]:
+def metric_names(metric: str = "val/acc") -> dict[str, str]:
+    """The per-run columns summarised, and their names: ``METRICS``, and the search's own
+    metric (``score``) first where it is not val/acc."""
+    if metric == "val/acc":
+        return dict(METRICS)
+    return {"score": metric, "best_score": f"{metric} (best-val epoch)", **METRICS}
+
+
+def rule_metrics(rule: str, metric: str = "val/acc") -> tuple[str, str]:
     """(validation, test) metric names that the epoch rule selects and compares by."""
-    return (("val/acc (best-val epoch)", "test/acc (best-val epoch)") if rule == "best"
-            else ("val/acc", "test/acc (final epoch)"))
+    return ((f"{metric} (best-val epoch)", "test/acc (best-val epoch)") if rule == "best"
+            else (metric, "test/acc (final epoch)"))
 
 
 @dataclass(frozen=True)
@@ -39,10 +47,11 @@ class Verdict:
     finished: dict[str, str]       # configuration -> "3 of 3 seeds finished" (failed ones named)
     paired: tuple[Paired, ...]     # every pair of configurations, by the rule's val and test metric
     statement: str
+    metric: str = "val/acc"        # the search's validation metric
 
     def to_dict(self) -> dict[str, Any]:
         return {"chosen": self.chosen, "params": self.params, "seeds": list(self.seeds), "epochs": self.epochs,
-                "epoch_rule": self.epoch_rule, "finished": self.finished,
+                "epoch_rule": self.epoch_rule, "metric": self.metric, "finished": self.finished,
                 "paired": [p.to_dict() for p in self.paired], "statement": self.statement}
 
 
@@ -72,12 +81,12 @@ def summary(grid: GridPlan) -> tuple[Any, Any, Verdict]:
 def compare(runs: Any, settings: ConfirmSettings, seeds: tuple[int, ...], epochs: int) -> tuple[Any, Verdict]:
     """``summary`` of the per-run table ``runs`` (cell, seed, status and the METRICS columns)."""
     from tuning.results.stats import paired, summarise
-    rule = settings.epoch_rule
-    val_metric, test_metric = rule_metrics(rule)
+    rule, names = settings.epoch_rule, metric_names(settings.metric)
+    val_metric, test_metric = rule_metrics(rule, settings.metric)
     finished_runs = runs[runs["status"] == "finished"]
     ranks = {f"rank{c.rank}": c for c in settings.top}
     counts, words = seed_counts(runs, list(ranks), len(seeds))
-    table = summarise(finished_runs, "cell", METRICS)
+    table = summarise(finished_runs, "cell", names)
     table = counts.merge(table.drop(columns=["n"]), on="cell", how="left") if not table.empty else counts
     table.insert(1, "search_val_acc", [ranks[c].val_acc for c in table["cell"]])
     for name in next(iter(ranks.values())).params:
@@ -85,14 +94,14 @@ def compare(runs: Any, settings: ConfirmSettings, seeds: tuple[int, ...], epochs
     if f"{val_metric}/mean" not in table:
         raise ValueError("no confirmation run finished: nothing to compare (see the runs' status)")
     table = table.sort_values(f"{val_metric}/mean", ascending=False, na_position="last").reset_index(drop=True)
-    column = {name: col for col, name in METRICS.items()}
+    column = {name: col for col, name in names.items()}
     by_seed = {cell: finished_runs[finished_runs["cell"] == cell].set_index("seed") for cell in table["cell"]}
     cells = list(table["cell"])
     pairs = tuple(paired(by_seed[a][column[m]], by_seed[b][column[m]], (a, b), m)
                   for m in (val_metric, test_metric) for i, a in enumerate(cells) for b in cells[i + 1:])
     chosen = cells[0]
     return table, Verdict(chosen, ranks[chosen].params, seeds, epochs, rule, words, pairs,
-                          statement(chosen, pairs, words))
+                          statement(chosen, pairs, words), settings.metric)
 
 
 def statement(chosen: str, pairs: tuple[Paired, ...], finished: dict[str, str]) -> str:
@@ -109,12 +118,12 @@ def statement(chosen: str, pairs: tuple[Paired, ...], finished: dict[str, str]) 
 def render(grid: GridPlan, search: SearchPlan, runs: Any, table: Any, verdict: Verdict) -> str:
     import pandas as pd
     cols = ["cell", "finished", "failed", "planned", "search_val_acc"]
-    for metric in METRICS.values():
+    for metric in metric_names(verdict.metric).values():
         cols += [f"{metric}/mean", f"{metric}/std", f"{metric}/lo", f"{metric}/hi"]
     cols = [c for c in cols if c in table]
     params = list(verdict.params)
     pairs = pd.DataFrame([p.to_dict() for p in verdict.paired]).drop(columns=["seeds"], errors="ignore")
-    val_metric, _ = rule_metrics(verdict.epoch_rule)
+    val_metric, _ = rule_metrics(verdict.epoch_rule, verdict.metric)
     return "\n".join([
         f"# Confirmation of search {search.name}: {search.method} on {search.dataset}", "",
         f"The search's top {len(table)} configurations as its selection ranks them (epoch rule "

@@ -32,7 +32,7 @@ class Importance:
 
     @property
     def key(self) -> str:
-        return ("grace" if self.basis.startswith("val/acc at epoch") else "finished") + "/" + self.evaluator
+        return ("finished" if self.basis.startswith("best ") else "grace") + "/" + self.evaluator
 
 
 def _evaluator(name: str, n: int, seed: int):
@@ -83,18 +83,19 @@ def fanova(table: pd.DataFrame, space: SearchSpace, value: str = "val_acc",
 
 
 def at_common_budget(table: pd.DataFrame, history: pd.DataFrame, space: SearchSpace, grace_period: int,
-                     max_epochs: int, seed: int = 0) -> list[Importance]:
-    """fANOVA and PED-ANOVA on (a) val/acc at epoch ``grace_period`` of every trial that
-    reached it, (b) the best val/acc of the trials that ran all ``max_epochs`` epochs."""
+                     max_epochs: int, seed: int = 0, metric: str = METRIC) -> list[Importance]:
+    """fANOVA and PED-ANOVA on (a) the search's ``metric`` at epoch ``grace_period`` of every
+    trial that reached it, (b) its best value (``best_score``) of the trials that ran all
+    ``max_epochs`` epochs."""
     params = list(space.params)
     grace = pd.DataFrame(columns=[*params, "value"])
-    if not history.empty and TIME_ATTR in history and METRIC in history and not table.empty:
-        at = history[history[TIME_ATTR] == grace_period][["trial_id", METRIC]].rename(columns={METRIC: "value"})
+    if not history.empty and TIME_ATTR in history and metric in history and not table.empty:
+        at = history[history[TIME_ATTR] == grace_period][["trial_id", metric]].rename(columns={metric: "value"})
         grace = at.merge(table[["trial_id", *params]], on="trial_id")
-    finished = (table[table["epochs"] >= max_epochs].rename(columns={"best_val_acc": "value"})
+    finished = (table[table["epochs"] >= max_epochs].rename(columns={"best_score": "value"})
                 if not table.empty else grace.iloc[0:0])
-    bases = [(f"val/acc at epoch {grace_period} (the grace period; every trial that reached it)", grace),
-             (f"best val/acc of the trials that ran all {max_epochs} epochs", finished)]
+    bases = [(f"{metric} at epoch {grace_period} (the grace period; every trial that reached it)", grace),
+             (f"best {metric} of the trials that ran all {max_epochs} epochs", finished)]
     out = []
     for basis, rows in bases:
         for name in EVALUATORS:

@@ -126,7 +126,8 @@ def publish(uri: str, run_id: str, best: BestEpoch, name: str, example: np.ndarr
     spec = best.network
     metadata = {"dataset": spec.dataset, "data_root": spec.data_root, "verify_data": spec.verify_data,
                 "eval_batch_size": spec.eval_batch_size, "best_epoch": best.epoch, "network": network_of(spec),
-                "val_acc": best.val_acc, "test_acc": None if math.isnan(best.test_acc) else best.test_acc,
+                "metric": best.metric, "score": best.score, "val_acc": _number(best.val_acc),
+                "test_acc": _number(best.test_acc),
                 **{k: str(v) for k, v in tags.items()}}
     client = mlflow_log.client(uri)
     status = client.get_run(run_id).info.status
@@ -140,7 +141,8 @@ def publish(uri: str, run_id: str, best: BestEpoch, name: str, example: np.ndarr
     mlflow_log.terminate(uri, run_id, status)  # the trial run keeps its own end status
     version = str(info.registered_model_version)
     client.set_registered_model_alias(name, ALIAS, version)
-    for key, value in {**tags, "best_epoch": best.epoch, "val_acc": best.val_acc, "test_acc": best.test_acc}.items():
+    for key, value in {**tags, "best_epoch": best.epoch, "metric": best.metric, "score": best.score,
+                       "val_acc": best.val_acc, "test_acc": best.test_acc}.items():
         client.set_model_version_tag(name, version, key, str(value))
     return Published(info.model_uri, version, f"models:/{name}@{ALIAS}", best.epoch)
 
@@ -186,14 +188,19 @@ def load_published(model_uri: str, tracking_uri: str, device: str = "cpu") -> tu
     return model.to(device), meta
 
 
+def _number(v: float) -> float | None:
+    return None if v is None or math.isnan(v) else float(v)
+
+
 def final_network(folder: Path, kept: BestEpoch, best: BestTrial) -> BestEpoch:
     """The network of a trial's final checkpoint (in ``folder``), described as ``kept``'s
     (same architecture and input preparation), with the report's numbers of that epoch."""
     from spmi.checkpoint import load
     from tuning.trial.backend import CHECKPOINT_FILE
     state = load(folder / CHECKPOINT_FILE)
-    final = BestEpoch()
-    final.epoch, final.val_acc = int(state["epoch"]), best.val_acc
+    final = BestEpoch(kept.metric)
+    final.epoch, final.score = int(state["epoch"]), best.score
+    final.val_acc = math.nan if best.val_acc is None else best.val_acc
     final.test_acc = math.nan if best.test_acc is None else best.test_acc
     final.weights, final.network = state["model"], kept.network
     return final

@@ -33,17 +33,20 @@ REPORT_DIR = "report"
 @dataclass(frozen=True)
 class BestTrial:
     """The search's selected trial (``tuning.plan.selection``) and its searched values:
-    ``val_acc`` is its score under the epoch rule, ``best_epoch`` the epoch that gives it
-    (the network published), ``test_acc`` that network's test accuracy."""
+    ``score`` is its ``metric`` under the epoch rule, ``best_epoch`` the epoch that gives it
+    (the network published), ``val_acc`` (the clean-label oracle, where measured) and
+    ``test_acc`` that network's accuracies."""
 
     trial_id: str
     status: str
     epochs: int
     best_epoch: int
-    val_acc: float
+    score: float
+    val_acc: float | None
     test_acc: float | None
     params: dict[str, Any]
     epoch_rule: str = "best"
+    metric: str = "val/acc"
 
 
 @dataclass
@@ -62,7 +65,7 @@ class Report:
         else:
             b = self.best
             lines.append(f"best trial {b.trial_id} ({b.status}, {b.epochs} epochs; {b.epoch_rule} epoch "
-                         f"{b.best_epoch}): val/acc {b.val_acc:.4f}, test/acc {_acc(b.test_acc)}")
+                         f"{b.best_epoch}): {_scores(b)}")
             lines.append("best settings: " + " ".join(f"{k}={_fmt(v)}" for k, v in b.params.items()))
         if self.importance:
             frame = importance_table(self.importance, list(self.plan.space().params))
@@ -123,10 +126,11 @@ def make_report(experiment: str | Path, log_mlflow: bool = True, endpoint: str |
 
 def _make_report(plan: SearchPlan, folder: Path, log_mlflow: bool) -> Report:
     space = plan.space()
-    trials = read_trials(plan.storage, plan.name, list(space.params), plan.max_epochs)
+    trials = read_trials(plan.storage, plan.name, list(space.params), plan.max_epochs, plan.metric)
     table = trials.table
     best = best_trial(plan.selection, table, list(space.params))
-    importance = at_common_budget(table, trials.history, space, plan.grace_period, plan.max_epochs, plan.seed)
+    importance = at_common_budget(table, trials.history, space, plan.grace_period, plan.max_epochs, plan.seed,
+                                  plan.metric)
     report = Report(plan, plan.storage.uri(plan.name, REPORT_DIR), folder, trials, best, importance)
 
     if not table.empty:
@@ -153,12 +157,12 @@ def best_trial(selection: Selection, table: pd.DataFrame, params: list[str]) -> 
     row = selection.best(table)
     if row is None:
         return None
-    test = row[selection.test_column]
+    test, val = row[selection.test_column], row["best_val_acc" if selection.rule == "best" else "val_acc"]
     epoch = row["best_epoch"] if selection.rule == "best" else row["epochs"]
     return BestTrial(trial_id=row["trial_id"], status=row["status"], epochs=int(row["epochs"]),
-                     best_epoch=int(epoch), val_acc=float(row["score"]),
-                     test_acc=None if pd.isna(test) else float(test), params={n: _plain(row[n]) for n in params},
-                     epoch_rule=selection.rule)
+                     best_epoch=int(epoch), score=float(row["selection_score"]),
+                     val_acc=None if pd.isna(val) else float(val), test_acc=None if pd.isna(test) else float(test),
+                     params={n: _plain(row[n]) for n in params}, epoch_rule=selection.rule, metric=selection.metric)
 
 
 def render(r: Report) -> str:
@@ -171,7 +175,7 @@ def render(r: Report) -> str:
         b = r.best
         out += ["## Best configuration", "",
                 f"Trial `{b.trial_id}` ({b.status}, {b.epochs} epochs), at its {b.epoch_rule} epoch "
-                f"{b.best_epoch}: **val/acc {b.val_acc:.4f}**, test/acc {_acc(b.test_acc)}. "
+                f"{b.best_epoch}: {_scores(b, bold=True)}. "
                 f"The configuration is {p.selection.describe()}; that epoch's network is the one published.", "",
                 markdown_table(pd.DataFrame([b.params])), ""]
     out += ["## Hyperparameter importance at a common budget", "",
@@ -215,9 +219,10 @@ def log_to_parent(r: Report) -> None:
             b = r.best
             mlflow_log.set_tags(p.tracking_uri, p.parent_run_id,
                                 {"best_trial_id": b.trial_id, "best/trial": b.trial_id, "epoch_rule": b.epoch_rule,
+                                 "metric": b.metric,
                                  **{f"best.{k}": v for k, v in b.params.items()}})
             mlflow_log.log_metrics(p.tracking_uri, p.parent_run_id,
-                                   {"best/val_acc": b.val_acc, "best/test_acc": b.test_acc,
+                                   {"best/score": b.score, "best/val_acc": b.val_acc, "best/test_acc": b.test_acc,
                                     "best/epoch": b.best_epoch}, step=len(r.trials.table))
         importance = {f"importance/{i.key}/{k}": v for i in r.importance for k, v in i.values.items()}
         importance |= {f"importance/{i.key}/trials": i.n_trials for i in r.importance}
@@ -226,6 +231,15 @@ def log_to_parent(r: Report) -> None:
         mlflow_log.outage_retry(log, "logging the report")
     except Exception as err:
         print(f"warning: could not log the report to MLflow ({p.tracking_uri}): {err}", file=sys.stderr)
+
+
+def _scores(b: BestTrial, bold: bool = False) -> str:
+    """``val/approx_acc 0.81 (the search's metric), val/acc 0.80, test/acc 0.79``."""
+    mark = "**" if bold else ""
+    if b.metric == "val/acc":
+        return f"{mark}val/acc {b.score:.4f}{mark}, test/acc {_acc(b.test_acc)}"
+    return (f"{mark}{b.metric} {b.score:.4f}{mark} (the search's metric), val/acc {_acc(b.val_acc)}, "
+            f"test/acc {_acc(b.test_acc)}")
 
 
 def _acc(v: float | None) -> str:

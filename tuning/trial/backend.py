@@ -53,8 +53,8 @@ class TrainerBackend:
     epochs ``test_epochs`` and the last epoch (``BestTestSchedule``)."""
 
     def __init__(self, trainer: Trainer, best: BestEpoch | None = None, check_sync: bool = False,
-                 data_checksum: str = "", test_epochs: tuple[int, ...] = ()):
-        self.trainer, self.best, self.check_sync = trainer, best or BestEpoch(), check_sync
+                 data_checksum: str = "", test_epochs: tuple[int, ...] = (), metric: str = "val/acc"):
+        self.trainer, self.best, self.check_sync = trainer, best or BestEpoch(metric), check_sync
         self.cfg = trainer.cfg
         self.data_checksum = data_checksum or trainer.data.checksum
         self.test_epochs = test_epochs
@@ -68,7 +68,8 @@ class TrainerBackend:
         torch.set_num_threads(max(1, int(spec.resources.cpus)))
         node = node_dataset(cfg, spec.data_checksum, of=spec.data_checksum_of)
         trainer = Trainer(cfg, node.data) if comm is None else Trainer(cfg, node.data, comm=comm, sync_bn=True)
-        return cls(trainer, check_sync=check_sync, data_checksum=node.checksum, test_epochs=spec.test_epochs)
+        return cls(trainer, check_sync=check_sync, data_checksum=node.checksum, test_epochs=spec.test_epochs,
+                   metric=spec.metric)
 
     @property
     def epoch(self) -> int:
@@ -76,7 +77,7 @@ class TrainerBackend:
 
     def restore(self, folder: Path) -> None:
         self.trainer.load(Path(folder) / CHECKPOINT_FILE)
-        self.best = BestEpoch.load(folder)
+        self.best = BestEpoch.load(folder, self.best.metric)
         self.test_at = BestTestSchedule(self.test_epochs, self.cfg.epochs, self.trainer.epoch)
 
     def fit(self, on_epoch: Callable[[dict[str, Any]], None]) -> None:

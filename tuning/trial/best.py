@@ -72,22 +72,26 @@ class NetworkSpec:
 
 
 class BestEpoch:
-    """The best epoch seen so far (strictly higher ``val/acc``; the earlier epoch wins ties).
-    ``test_acc`` is its weights' test accuracy once measured (NaN until then)."""
+    """The best epoch seen so far by the search's ``metric`` (strictly higher; the earlier
+    epoch wins ties): its ``score``, its ``val_acc`` (the clean-label oracle, NaN where not
+    measured) and ``test_acc``, its weights' test accuracy once measured (NaN until then)."""
 
-    def __init__(self) -> None:
+    def __init__(self, metric: str = METRIC) -> None:
+        self.metric = metric
         self.epoch: int | None = None
-        self.val_acc = -math.inf
+        self.score = -math.inf
+        self.val_acc = math.nan
         self.test_acc = math.nan
         self.weights: dict[str, torch.Tensor] | None = None
         self.network: NetworkSpec | None = None
 
     def update(self, record: dict[str, Any], trainer: Trainer) -> bool:
-        """Take this epoch if its val/acc beats the best; whether it did."""
-        val = record.get(METRIC)
-        if val is None or not math.isfinite(float(val)) or float(val) <= self.val_acc:
+        """Take this epoch if its ``metric`` beats the best; whether it did."""
+        score = record.get(self.metric)
+        if score is None or not math.isfinite(float(score)) or float(score) <= self.score:
             return False
-        self.epoch, self.val_acc = int(record[TIME_ATTR]), float(val)
+        self.epoch, self.score = int(record[TIME_ATTR]), float(score)
+        self.val_acc = float(record.get(METRIC, math.nan))
         self.test_acc = float(record[TEST_METRIC]) if measured_now(record) else math.nan
         self.weights = {k: v.detach().to("cpu", copy=True) for k, v in trainer.model.state_dict().items()}
         self.network = network_spec(trainer)
@@ -115,28 +119,34 @@ class BestEpoch:
         return record | self.metrics()
 
     def metrics(self) -> dict[str, float]:
-        """``best/val_acc``, ``best/epoch`` and, once measured, ``best/test_acc`` (empty
-        before the first epoch)."""
+        """``best/val_acc`` (where measured), ``best/epoch``, ``best/score`` (the metric's
+        value) and, once measured, ``best/test_acc`` (empty before the first epoch)."""
         if self.epoch is None:
             return {}
-        out = {"best/val_acc": self.val_acc, "best/epoch": self.epoch}
+        out = {"best/epoch": self.epoch, "best/score": self.score}
+        if not math.isnan(self.val_acc):
+            out["best/val_acc"] = self.val_acc
         return out if math.isnan(self.test_acc) else out | {"best/test_acc": self.test_acc}
 
     def save(self, folder: str | Path) -> Path | None:
         if self.weights is None:
             return None
-        return save_atomic({"epoch": self.epoch, "val_acc": self.val_acc, "test_acc": self.test_acc,
+        return save_atomic({"epoch": self.epoch, "metric": self.metric, "score": self.score,
+                            "val_acc": self.val_acc, "test_acc": self.test_acc,
                             "model": self.weights, "network": self.network.to_dict() if self.network else {}},
                            Path(folder) / BEST_FILE)
 
     @classmethod
-    def load(cls, folder: str | Path) -> BestEpoch:
-        """From a checkpoint folder (an empty record when it holds no ``best.pt``)."""
-        best = cls()
+    def load(cls, folder: str | Path, metric: str = METRIC) -> BestEpoch:
+        """From a checkpoint folder (an empty record of ``metric`` when it holds no ``best.pt``;
+        a file written before the metric was a choice holds val/acc's)."""
+        best = cls(metric)
         path = Path(folder) / BEST_FILE
         if path.exists():
             state = load(path)
+            best.metric = state.get("metric", METRIC)
             best.epoch, best.val_acc, best.test_acc = int(state["epoch"]), state["val_acc"], state["test_acc"]
+            best.score = float(state.get("score", best.val_acc))
             best.weights = state["model"]
             best.network = NetworkSpec.from_dict(state["network"]) if state["network"] else None
         return best

@@ -153,4 +153,5 @@ def all_params(cfg: TrainConfig) -> dict[str, Any]:
 def split_profile(cfg: TrainConfig) -> dict[str, Any]:
     """What of the dataset a run trains on (the dataset input's profile)."""
     return {"labelled": cfg.labelled, "partial_rate": cfg.partial_rate, "val_size": cfg.val_size,
-            "unlabelled_size": cfg.unlabelled_size, "include_labelled": cfg.include_labelled, "seed": cfg.seed}
+            "unlabelled_size": cfg.unlabelled_size, "include_labelled": cfg.include_labelled, "seed": cfg.seed,
+            "val_labels": cfg.val_labels, "val_from_labelled": cfg.val_from_labelled}

@@ -89,6 +89,7 @@ class TrialSpec:
     data_checksum: str = ""   # of the data the driver checked ('' for grids: several datasets)
     data_checksum_of: str = "files"  # what it sums: "files", or "arrays" (a search started before files sums)
     test_epochs: tuple[int, ...] = ()  # ASHA's rungs: where the best weights' test accuracy is measured
+    metric: str = "val/acc"   # the search's objective: the best epoch (the network kept) is by it
     backend: str = "trainer"
     version: int = SPEC_VERSION
 
@@ -128,7 +129,7 @@ class TrialSpec:
                 "base": None if self.base is None else self.base.to_dict(),
                 "cells": {c.key: c.to_dict() for c in self.cells},
                 "data_checksum": self.data_checksum, "data_checksum_of": self.data_checksum_of,
-                "test_epochs": list(self.test_epochs), "backend": self.backend}
+                "test_epochs": list(self.test_epochs), "metric": self.metric, "backend": self.backend}
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2)
@@ -144,7 +145,8 @@ class TrialSpec:
                    base=None if data["base"] is None else resolve(data["base"]),
                    cells=tuple(Cell.from_dict(key, c) for key, c in data["cells"].items()),
                    data_checksum=data["data_checksum"], data_checksum_of=data["data_checksum_of"],
-                   test_epochs=tuple(int(e) for e in data["test_epochs"]), backend=data["backend"])
+                   test_epochs=tuple(int(e) for e in data["test_epochs"]), metric=data["metric"],
+                   backend=data["backend"])
 
     @classmethod
     def from_json(cls, text: str) -> TrialSpec:
