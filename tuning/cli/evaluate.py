@@ -66,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{args.model}: test accuracy {out['accuracy']:.4f} ({out['correct']}/{out['total']}) on {meta['dataset']}")
     if out["recorded"] is not None:
         print(f"recorded at trial {meta.get('trial_id', '?')}'s best epoch {meta.get('best_epoch')}: "
-              f"test/acc {float(out['recorded']):.4f}, val/acc {float(meta['val_acc']):.4f}")
+              f"test/acc {float(out['recorded']):.4f}, {meta.get('metric', 'val/acc')} "
+              f"{float(meta.get('score', meta.get('val_acc'))):.4f}")
     return 0
 
