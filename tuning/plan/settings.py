@@ -33,8 +33,9 @@ PRESETS: dict[str, dict[str, object]] = {
 }
 
 # the quick preset's cost, measured on Fashion-MNIST (docs/tuning.md, --preset quick: how): CPU time of
-# the driver, Ray and the trials, 938 s; at 2 trials at a time that is about 8 minutes on 2 idle cores
-QUICK_DEMO_TIME = "about 16 CPU-minutes, some 8 minutes on 2 idle cores"
+# the driver, Ray and the trials, 938 s before the test set was measured only where a trial may end;
+# `time make demo` on 2 idle cores (AVX512 machine, 2026-12-08): 5 min 3 s before that change, 4 min 44 s after
+QUICK_DEMO_TIME = "under 5 minutes on 2 idle cores"
 
 
 def spaces_dir() -> Path:
