@@ -31,7 +31,7 @@ from tuning.results import publish
 from tuning.trial import run as trial_run
 from tuning.trial import strategy
 from tuning.trial.backend import TrainerBackend
-from tuning.trial.best import BestEpoch
+from tuning.trial.best import BestEpoch, NetworkSpec
 
 FAKE_VAL = [0.50, 0.80, 0.60, 0.70]   # epoch 2 is the best; later epochs are worse
 
@@ -246,9 +246,9 @@ def model_files(folder: Path) -> dict[str, str]:
 def test_published_model_holds_no_pickle(published):
     import mlflow
     with mlflow_log.using(published.uri):
-        folder = Path(mlflow.artifacts.download_artifacts(published.out["model_uri"],
+        folder = Path(mlflow.artifacts.download_artifacts(published.out.model_uri,
                                                           dst_path=str(published.folder / "download")))
-        flavor = mlflow.models.get_model_info(published.out["model_uri"]).flavors["pytorch"]
+        flavor = mlflow.models.get_model_info(published.out.model_uri).flavors["pytorch"]
     kinds = model_files(folder)
     print("\n".join(f"{k}: {v}" for k, v in kinds.items()))
     assert "data/model.pt2" in kinds and flavor["model_data"] == "data"
@@ -303,17 +303,19 @@ def test_wide_resnet_channels_last_bf16_round_trip(tmp_path):
             module.running_mean.normal_(0, 0.1, generator=gen)
             module.running_var.uniform_(0.5, 2.0, generator=gen)
     best = BestEpoch()
-    best.epoch, best.val_acc, best.test_acc, best.weights = 1, 0.5, 0.25, net.state_dict()
-    best.network = {"model": "wrn_28_2", "num_classes": 10, "channels": 3, "size": 32, "mean": [0.49, 0.48, 0.45],
-                    "std": [0.25, 0.24, 0.26], "channels_last": True, "precision": "bf16", "dataset": "cifar10",
-                    "data_root": str(tmp_path / "absent"), "verify_data": True, "eval_batch_size": 64}
+    best.epoch, best.score, best.val_acc, best.test_acc, best.weights = 1, 0.5, 0.5, 0.25, net.state_dict()
+    best.network = NetworkSpec.from_dict({
+        "model": "wrn_28_2", "num_classes": 10, "channels": 3, "size": 32, "mean": [0.49, 0.48, 0.45],
+        "std": [0.25, 0.24, 0.26], "channels_last": True, "precision": "bf16", "dataset": "cifar10",
+        "data_root": str(tmp_path / "absent"), "verify_data": True, "eval_batch_size": 64})
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     exp = mlflow_log.ensure_experiment(uri, "wrn", (tmp_path / "artifacts").as_uri())
     run_id = mlflow_log.client(uri).create_run(exp).info.run_id
+    network = publish.network_of(best.network)
     with pytest.raises(ValueError, match="at least 2 example images"):  # one would fix the graph's batch size
-        publish.publish(uri, run_id, best, "spmi-cifar10", publish.example_images(best.network, 1), {})
-    out = publish.publish(uri, run_id, best, "spmi-cifar10", publish.example_images(best.network), {})
-    model, meta = publish.load_published(out["registered_uri"], uri)
+        publish.publish(uri, run_id, best, "spmi-cifar10", publish.example_images(network, 1), {})
+    out = publish.publish(uri, run_id, best, "spmi-cifar10", publish.example_images(network), {})
+    model, meta = publish.load_published(out.registered_uri, uri)
     assert meta["network"]["channels_last"] and meta["test_acc"] == 0.25
     direct = publish.Classifier.from_best(best)
     x = torch.randint(0, 256, (5, 3, 32, 32), dtype=torch.uint8, generator=gen)

@@ -73,7 +73,8 @@ def cluster_plan(tiny, tmp_path, data_root: str | None, *extra: str) -> P.Search
     """A search plan made as a driver with ``--address`` makes it (no Ray, no MLflow server)."""
     args = search.build_parser().parse_args([*search_args(tiny, tmp_path / "hpo", data_root, *extra),
                                              "--address", "10.0.0.1:6379", "--num-samples", "1"])
-    plan, _ = P.make_plan(args, open_storage(str(tmp_path / "hpo")), "s", f"sqlite:///{tmp_path}/mlflow.db")
+    plan, _ = P.make_plan(search.search_options(args), open_storage(str(tmp_path / "hpo")), "s",
+                          f"sqlite:///{tmp_path}/mlflow.db")
     return plan
 
 

@@ -106,9 +106,9 @@ def test_validation_flags_reach_the_trials(tiny, tmp_path, capsys, no_ray) -> No
     argv = common(tiny, tmp_path / "hpo") + ["--max-epochs", "3", "--name", "carved"]
     assert search.main([*argv, "--val-size", "0", "--val-from-labelled", "10"]) == 0
     (plan, _), = no_ray
-    assert (plan.base["val_size"], plan.base["val_from_labelled"], plan.base["val_labels"]) == (0, 10, "true")
+    assert (plan.base.val_size, plan.base.val_from_labelled, plan.base.val_labels) == (0, 10, "true")
     assert search.main([*argv[:-1], "partial", "--val-labels", "partial"]) == 0
-    assert no_ray[1][0].base["val_labels"] == "partial" and no_ray[1][0].base["val_from_labelled"] == 0
+    assert no_ray[1][0].base.val_labels == "partial" and no_ray[1][0].base.val_from_labelled == 0
     assert "--val-from-labelled 20 must be smaller than --labelled 20" in one_line(
         [*argv[:-1], "bad", "--val-from-labelled", "20"], capsys)
     assert "--val-labels partial gives the held-out validation images" in one_line(
