@@ -107,12 +107,13 @@ def test_it_proposes_what_rays_optuna_search_proposed(url):
 
 def test_state_survives_save_and_restore_and_orphans_fail(url, tmp_path):
     s = searcher(url, "resume")
+    tuner_pkl = pickle.dumps(s)                          # Tune pickles the searcher when the Tuner is made
     s.suggest("a")
     s.on_trial_result("a", {"val/acc": 0.3, "epoch": 1})
     s.save(str(tmp_path / "searcher.pkl"))
     saved_sampler = pickle.dumps(s.sampler)             # its settings and RNG state at the snapshot
     s.suggest("orphan")                                # asked after the snapshot; driver then killed
-    restored = pickle.loads(pickle.dumps(searcher(url, "resume")))   # as Tune keeps it in tuner.pkl
+    restored = pickle.loads(tuner_pkl)
     restored.restore(str(tmp_path / "searcher.pkl"))
     assert pickle.dumps(restored.sampler) == saved_sampler   # the TPE sampler came back as it was
     restored.on_trial_result("a", {"val/acc": 0.3, "epoch": 1})   # re-reported epoch: not counted twice
@@ -127,7 +128,7 @@ def test_state_survives_save_and_restore_and_orphans_fail(url, tmp_path):
 def test_tpe_settings_are_explicit_and_scaled():
     quick = dataclasses.asdict(optuna_study.tpe_settings(8, 2, seed=3))
     assert quick == {"multivariate": True, "group": True, "constant_liar": True, "n_startup_trials": 2,
-                     "n_ei_candidates": 24, "seed": 3}
+                     "n_ei_candidates": 24, "seed": 3, "seeded": 0}
     assert optuna_study.tpe_settings(64, 1, seed=0).n_startup_trials == 10
     assert optuna_study.tpe_settings(64, 1, seed=0).constant_liar is False
     assert optuna_study.tpe_settings(32, None, seed=0).n_startup_trials == 8
@@ -139,7 +140,7 @@ def test_warm_start_copies_evaluated_trials_judged_at_the_new_budget(url):
     drive(s, "long", [0.40, 0.60, 0.55, 0.58])
     drive(s, "bad", [0.1], error=True)
     attrs = optuna_study.StudyAttrs("spmi", "fmnist", "val/acc", "max", max_epochs=2)
-    assert optuna_study.check_warm_start(url, "old", attrs) == 2
+    assert optuna_study.check_warm_start(url, "old", attrs).trials == 2
     with pytest.raises(ValueError, match="has dataset 'cifar10'"):
         optuna.load_study(study_name="old", storage=optuna_study.storage(url)).set_user_attr("dataset", "cifar10")
         optuna_study.check_warm_start(url, "old", attrs)

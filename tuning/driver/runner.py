@@ -19,7 +19,7 @@ from spmi.cli_options import invoked_as
 from tuning.driver import cost_watch
 from tuning.driver.callbacks import CloseTrialRuns, ReleaseTrainGroups
 from tuning.driver.cluster import check_cluster, runtime_env, start_ray, trial_states
-from tuning.driver.searcher import AshaOptunaSearch
+from tuning.driver.searcher import AshaOptunaSearch, use_study_url
 from tuning.plan import cost
 from tuning.plan.search_plan import SearchPlan
 from tuning.plan.settings import TIME_ATTR
@@ -110,6 +110,7 @@ def run_search(plan: SearchPlan, resumed: bool, address: str | None, time_budget
             mlflow_log.reopen(plan.tracking_uri, plan.parent_run_id)
         if resumed and tune.Tuner.can_restore(path, storage_filesystem=fs):
             print(f"resuming {plan.experiment_path}", flush=True)
+            use_study_url(plan.name, plan.optuna_storage)  # the searcher in tuner.pkl: where the study is now
             tuner = tune.Tuner.restore(path, trainable=tune_trainable(trial_spec(plan)), resume_unfinished=True,
                                        resume_errored=True, storage_filesystem=fs)
         else:
