@@ -183,7 +183,8 @@ def split_location(experiment: str | Path) -> tuple[str, str]:
 
 def load_plan(experiment: str | Path, endpoint: str | None = None) -> SearchPlan:
     """The plan of the search at ``experiment`` (a local folder or a URI). The storage it
-    was found in replaces the saved one (a moved folder still works); ``endpoint`` (else
+    was found in replaces the saved one (a moved folder still works), and the default study
+    (``<storage path>/optuna.db``) is looked for there too; ``endpoint`` (else
     the AWS endpoint environment) is the S3 endpoint."""
     root, name = split_location(experiment)
     storage = open_storage(root, endpoint)
@@ -194,8 +195,9 @@ def load_plan(experiment: str | Path, endpoint: str | None = None) -> SearchPlan
     if text is None:
         raise ValueError(f"{experiment} holds no search ({PLAN_FILE} missing)")
     data = json.loads(text)
-    if data.get("optuna_storage") and data["optuna_storage"] == optuna_study.default_storage(data["storage_path"]):
-        data["optuna_storage"] = optuna_study.default_storage(storage.root)  # the study moved with the folder
+    saved = str(data.get("storage_path", ""))
+    if storage.local and not is_uri(saved) and data.get("optuna_storage") == optuna_study.default_storage(saved):
+        data["optuna_storage"] = optuna_study.default_storage(storage.root)  # the default study moved with it
     return SearchPlan.from_dict({**data, "storage_path": storage.root, "storage_endpoint": storage.endpoint})
 
 
