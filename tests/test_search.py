@@ -355,6 +355,44 @@ def test_killed_driver_resumes_every_trial_once(tiny: dict[str, Path], tmp_path:
         assert sorted(t.intermediate_values) == list(range(1, max(t.intermediate_values) + 1))
 
 
+def test_a_driver_killed_before_the_first_snapshot_runs_each_point_once(tiny: dict[str, Path],
+                                                                       tmp_path: Path) -> None:
+    """Killed once Optuna was asked for the first trial (the space's point), with no Tune
+    snapshot yet (its files removed, whenever it was written): the resumed search runs all
+    its trials, the point once, and no Optuna trial stays RUNNING."""
+    import optuna
+    from optuna.trial import TrialState
+
+    from tuning.record import optuna_study
+    storage = tmp_path / "hpo"
+    args = [*common(tiny, storage), "--num-samples", "2", "--max-epochs", "2", "--name", "early"]
+    url = optuna_study.default_storage(str(storage))
+    driver = subprocess.Popen([sys.executable, str(SEARCH), *args], cwd=tmp_path, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 600  # a hang guard, not a condition of the test
+        while not (optuna_study.study_exists(url, "early") and optuna.load_study(
+                study_name="early", storage=url).get_trials(states=(TrialState.RUNNING,))):
+            assert driver.poll() is None and time.monotonic() < deadline, "no trial was asked for"
+            time.sleep(0.2)
+        os.killpg(driver.pid, signal.SIGKILL)
+        driver.wait(30)
+    finally:
+        kill_session(driver.pid)
+    for pattern in ("experiment_state-*.json", "searcher-state-*.pkl", "search_gen_state-*.json"):
+        for snapshot in (storage / "early").glob(pattern):
+            snapshot.unlink()
+    assert (storage / "early" / "tuner.pkl").is_file()
+
+    resumed = run_cli([*args, "--resume"], tmp_path, timeout=400)
+    assert resumed.returncode == 0, resumed.stdout[-3000:]
+    study = optuna.load_study(study_name="early", storage=url)
+    assert not study.get_trials(states=(TrialState.RUNNING, TrialState.WAITING))
+    evaluated = study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))
+    points = [t for t in evaluated if t.params == {"lr": 0.05, "warmup": 1, "tau": 3.0}]
+    assert len(evaluated) == 2 and len(points) == 1, [t.params for t in study.trials]
+
+
 def bad_inputs(tiny: dict[str, Path], storage: Path) -> dict[str, tuple[list[str], str]]:
     ok = common(tiny, storage)
     bad_space = tiny["space"].with_name("bad.yaml")

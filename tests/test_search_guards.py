@@ -294,3 +294,59 @@ def test_workers_per_trial_below_one_is_refused(tiny, tmp_path, workers, capsys,
     """(It was silently read as 1.)"""
     err = one_line(common(tiny, tmp_path / "hpo") + ["--workers-per-trial", workers], capsys)
     assert f"--workers-per-trial {workers} must be >= 1" in err and no_ray == []
+
+
+# ------------------------------------------------------------------ resume: settings, moved study
+
+
+@pytest.mark.parametrize("flag, value", [("--num-samples", "5"), ("--max-epochs", "4"), ("--grace-period", "2"),
+                                         ("--reduction-factor", "7"), ("--seed", "7"), ("--labelled", "30"),
+                                         ("--set", "batch_size=32"), ("--epoch-rule", "last")])
+def test_a_changed_setting_on_resume_is_refused_naming_it(tiny, tmp_path, capsys, no_ray, flag, value) -> None:
+    """Ray restores the trial count, scheduler and sampler as saved: another value would be
+    silently dropped, so it is refused; the same value restated resumes."""
+    argv = common(tiny, tmp_path / "hpo") + ["--num-samples", "2", "--max-epochs", "3", "--name", "r"]
+    assert search.main(argv) == 0
+    err = one_line(argv + ["--resume", flag, value], capsys)
+    shown = "--set batch_size=32" if flag == "--set" else f"{flag} {value}"
+    assert err.startswith(f"error: --resume: {shown}: search r was started with "), err
+    assert "drop the flag to resume it" in err and len(no_ray) == 1
+    assert search.main(argv + ["--resume", "--seed", "0"]) == 0 and no_ray[-1][1] is True
+
+
+def test_a_moved_search_finds_its_study_and_follows_a_moved_database(tiny, tmp_path, capsys, no_ray) -> None:
+    import json
+    import shutil
+
+    from tuning.record import optuna_study
+    tracking = ["--tracking-uri", f"sqlite:///{tmp_path}/mlflow.db"]   # (the default one stays behind)
+    tail = ["--max-epochs", "3", "--name", "m", *tracking]
+    assert search.main(common(tiny, tmp_path / "hpo") + tail) == 0
+    moved = tmp_path / "elsewhere"
+    shutil.move(tmp_path / "hpo", moved)          # the storage path with its optuna.db
+    assert search.main(common(tiny, moved) + tail + ["--resume"]) == 0
+    url = optuna_study.default_storage(str(moved))
+    assert no_ray[-1][0].optuna_storage == url and optuna_study.study_exists(url, "m")
+    assert json.loads((moved / "m" / "search.json").read_text())["optuna_storage"] == url
+    db = tmp_path / "db" / "optuna.db"            # the database moved on its own
+    db.parent.mkdir()
+    shutil.move(moved / "optuna.db", db)
+    err = one_line(common(tiny, moved) + tail + ["--resume"], capsys)
+    assert f"the Optuna storage {url} has no study named 'm'" in err and "pass --optuna-storage URL" in err
+    assert not (moved / "optuna.db").exists()     # the check made no empty database
+    assert search.main(common(tiny, moved) + tail + ["--resume", "--optuna-storage", f"sqlite:///{db}"]) == 0
+    assert no_ray[-1][0].optuna_storage == f"sqlite:///{db}"
+    assert json.loads((moved / "m" / "search.json").read_text())["optuna_storage"] == f"sqlite:///{db}"
+
+
+def test_confirmation_seeds_exclude_the_searchs_training_seed(tiny, tmp_path, capsys, no_ray) -> None:
+    """Runs with the seed every trial of the search trained with repeat what chose the
+    configurations: refused in one line (the default seeds 1.. do not include 123)."""
+    from tuning.cli import confirm
+    storage = tmp_path / "hpo"
+    assert search.main(common(tiny, storage) + ["--max-epochs", "3", "--name", "c"]) == 0
+    assert confirm.main(["c", "--storage-path", str(storage), "--first-seed", "122", "--seeds", "3"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == ("error: --first-seed 122 --seeds 3 includes seed 123, the seed search c trained every trial "
+                   "with, so those runs repeat what chose the configurations; use seeds the search did not, e.g. "
+                   "--first-seed 124")

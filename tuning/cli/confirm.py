@@ -47,7 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--storage-path", default="hpo_results", help="folder of the searches")
     p.add_argument("--top", type=int, default=3, help="configurations K: the search's best by final val/acc")
     p.add_argument("--seeds", type=int, default=3, help="seeds N per configuration")
-    p.add_argument("--first-seed", type=int, default=1, help="seeds are first-seed .. first-seed + N - 1")
+    p.add_argument("--first-seed", type=int, default=1,
+                   help="seeds are first-seed .. first-seed + N - 1, none of them the search's training seed")
     p.add_argument("--epochs", type=int, help="epochs of every run (default: the search's max_epochs)")
     p.add_argument("--resume", action="store_true", help="continue the search's confirmation (an existing one "
                                                          "is resumed anyway; its settings are kept)")
@@ -103,6 +104,11 @@ def prepare(args: argparse.Namespace) -> tuple[GridPlan, P.SearchPlan, bool]:
     for flag, value in (("--top", args.top), ("--seeds", args.seeds), ("--epochs", args.epochs)):
         if value is not None and value < 1:
             raise ValueError(f"{flag} {value} must be >= 1")
+    seeds = range(args.first_seed, args.first_seed + args.seeds)
+    if search.base.seed in seeds:  # those runs are the ones the selection saw, not independent of it
+        raise ValueError(f"--first-seed {args.first_seed} --seeds {args.seeds} includes seed {search.base.seed}, the "
+                         f"seed search {search.name} trained every trial with, so those runs repeat what chose the "
+                         f"configurations; use seeds the search did not, e.g. --first-seed {search.base.seed + 1}")
     epochs = args.epochs or search.max_epochs
     workers = args.workers_per_trial or search.workers_per_trial
     gpus = search.gpus_per_trial if args.gpus_per_trial is None else args.gpus_per_trial
@@ -120,7 +126,7 @@ def prepare(args: argparse.Namespace) -> tuple[GridPlan, P.SearchPlan, bool]:
                   for c in top)
     grid = GridPlan(
         name=GRID_NAME, storage_path=str(Path(search.experiment_path)), plan_file=PLAN_FILE, cells=cells,
-        seeds=list(range(args.first_seed, args.first_seed + args.seeds)), epochs=epochs,
+        seeds=list(seeds), epochs=epochs,
         tracking_uri=search.tracking_uri, experiment_id=search.experiment_id, parent_run_id=search.parent_run_id,
         role=ROLE, search=search.name, git_commit=P.git_commit(), cpus_per_trial=cpus, gpus_per_trial=gpus,
         workers_per_trial=workers, check_sync=search.check_sync, max_concurrent=args.max_concurrent,

@@ -94,16 +94,16 @@ def build_parser() -> argparse.ArgumentParser:
                                                     f"{preset_note('grace_margin', form='+ {}')})")
     s.add_argument("--reduction-factor", type=int, help=f"ASHA reduction factor (default: "
                                                         f"{S.DEFAULT_REDUCTION_FACTOR}{preset_note('reduction_factor')})")
-    s.add_argument("--seed", type=int, default=0, help="seed of the Optuna TPE sampler")
-    s.add_argument("--metric", choices=S.OBJECTIVES, default=S.METRIC,
+    s.add_argument("--seed", type=int, help="seed of the Optuna TPE sampler (default: 0)")
+    s.add_argument("--metric", choices=S.OBJECTIVES,
                    help="the validation metric the search selects on (ASHA stops on it, TPE is told it, the report, "
                         "the published model and the confirmation rank by it): val/acc needs clean validation "
                         "labels; val/covering_rate and val/approx_acc need only candidate sets (--val-labels partial "
-                        "or --val-from-labelled K)")
-    s.add_argument("--epoch-rule", choices=EPOCH_RULES, default=DEFAULT_EPOCH_RULE,
-                   help="which epoch's val/acc scores a trial at the full budget: best (the network a trial keeps) "
-                        "or last (its final epoch); the report, Optuna, the published model and the confirmation "
-                        "all select by it")
+                        "or --val-from-labelled K) (default: val/acc)")
+    s.add_argument("--epoch-rule", choices=EPOCH_RULES,
+                   help="which epoch's value of the metric scores a trial at the full budget: best (the network a "
+                        "trial keeps) or last (its final epoch); the report, Optuna, the published model and the "
+                        "confirmation all select by it (default: best)")
     s.add_argument("--name", help="search name (default: <method>-<dataset>-<time>); an existing one is resumed")
     s.add_argument("--storage-path", default="hpo_results",
                    help="where the searches live: a folder, or a URI every node can reach (s3://bucket/prefix, "
@@ -129,9 +129,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--cpus-per-trial", type=int,
                    help=f"CPU threads per trial (per worker with --workers-per-trial > 1) (default: 1 without "
                         f"GPUs, else the cores divided among the GPUs{preset_note('cpus_per_trial')})")
-    r.add_argument("--workers-per-trial", type=int, default=1, metavar="N",
+    r.add_argument("--workers-per-trial", type=int, metavar="N",
                    help="DDP workers per trial: > 1 runs each trial as a Ray Train TorchTrainer "
-                        "(NCCL on GPUs, gloo on CPUs)")
+                        "(NCCL on GPUs, gloo on CPUs) (default: 1)")
     r.add_argument("--check-sync", action="store_true",
                    help="DDP trials: check after every epoch that all workers hold identical state "
                         "(a mismatch fails the trial)")
@@ -180,6 +180,8 @@ def prepare(args: argparse.Namespace) -> tuple[P.SearchPlan, bool]:
             raise ValueError(f"{path} is a search of {plan.method} on {plan.dataset}, "
                              f"not {args.method} on {args.dataset}")
         P.check_layout(plan.version, path, "search")
+        check_resume_flags(args, plan)
+        plan = resumed_study(plan, args.optuna_storage)
         check_cluster_reach(args.address, storage, plan.tracking_uri, args.shared_storage)
         plan.space()
         P.check_resources(plan.cpus_per_trial, plan.gpus_per_trial, local=args.address is None,
@@ -200,6 +202,68 @@ def prepare(args: argparse.Namespace) -> tuple[P.SearchPlan, bool]:
     return plan, False
 
 
+def resume_settings(args: argparse.Namespace, plan: P.SearchPlan) -> dict[str, tuple[object, object]]:
+    """``{flag: (value asked for, the search's)}`` of the flags that shape a search, as the
+    command line gives them (None: not given)."""
+    from tuning.trial.run import all_params
+    cfg = plan.base
+    space = None if args.space is None else str(Path(args.space).resolve())
+    data_root = None if args.data_root is None else str(Path(args.data_root).expanduser().resolve())
+    out: dict[str, tuple[object, object]] = {
+        "--num-samples": (args.num_samples, plan.num_samples), "--max-epochs": (args.max_epochs, plan.max_epochs),
+        "--grace-period": (args.grace_period, plan.grace_period),
+        "--reduction-factor": (args.reduction_factor, plan.reduction_factor), "--seed": (args.seed, plan.seed),
+        "--preset": (args.preset, plan.preset), "--space": (space, plan.space_path),
+        "--labelled": (args.labelled, cfg.labelled), "--partial-rate": (args.partial_rate, cfg.partial_rate),
+        "--val-size": (args.val_size, cfg.val_size), "--unlabelled-size": (args.unlabelled_size, cfg.unlabelled_size),
+        "--val-labels": (args.val_labels, cfg.val_labels),
+        "--val-from-labelled": (args.val_from_labelled, cfg.val_from_labelled),
+        "--data-root": (data_root, cfg.data_root),
+        "--no-verify-data": (True if args.no_verify_data else None, not cfg.verify_data),
+        "--max-concurrent": (args.max_concurrent, plan.max_concurrent),
+        "--cpus-per-trial": (args.cpus_per_trial, plan.cpus_per_trial),
+        "--gpus-per-trial": (args.gpus_per_trial, plan.gpus_per_trial),
+        "--workers-per-trial": (args.workers_per_trial, plan.workers_per_trial),
+        "--check-sync": (True if args.check_sync else None, plan.check_sync),
+        "--warm-start": (args.warm_start, plan.warm_start), "--tracking-uri": (args.tracking_uri, plan.tracking_uri),
+        "--metric": (args.metric, plan.metric), "--epoch-rule": (args.epoch_rule, plan.epoch_rule),
+    }
+    if args.set:
+        have = all_params(cfg)
+        for name, value in P.parse_sets(list(args.set), plan.method).items():
+            out[f"--set {name}"] = (value, have.get(name))
+    return out
+
+
+def check_resume_flags(args: argparse.Namespace, plan: P.SearchPlan) -> None:
+    """A resumed search keeps the settings it started with: Ray restores its trial count,
+    scheduler, concurrency and sampler as saved, and its trials were trained on its data.
+    A flag asking for another value is refused (ValueError, one line, naming it)."""
+    for flag, (asked, kept) in resume_settings(args, plan).items():
+        if asked is None or asked == kept:
+            continue
+        if isinstance(asked, bool):
+            what = f"{flag}: search {plan.name} was started without it"
+        else:
+            sep = "=" if flag.startswith("--set") else " "
+            what = f"{flag}{sep}{asked}: search {plan.name} was started with {kept}"
+        raise ValueError(f"--resume: {what}, and a resumed search keeps its settings (Ray restores its trial count, "
+                         f"scheduler and sampler as saved); drop the flag to resume it, or start a new search with "
+                         f"another --name (--warm-start {plan.name} seeds it with these trials where the data agree)")
+
+
+def resumed_study(plan: P.SearchPlan, asked: str | None) -> P.SearchPlan:
+    """The plan with the study where it is now: ``--optuna-storage`` (a moved database) where
+    it holds the search's study, else the plan's (found beside a moved search folder)."""
+    from tuning.record import optuna_study
+    url = asked or plan.optuna_storage
+    if url and not optuna_study.study_exists(url, plan.name):
+        hint = ("" if asked else "; if the database moved (or the search folder moved without its storage path's "
+                f"{optuna_study.STORAGE_FILE}), pass --optuna-storage URL of the one that holds it")
+        raise ValueError(f"--resume: the Optuna storage {url} has no study named {plan.name!r}{hint}")
+    return dataclasses.replace(plan, optuna_storage=url)
+
+
 def search_options(args: argparse.Namespace) -> P.SearchOptions:
     """What the command line asks of a new search."""
     return P.SearchOptions(
@@ -208,11 +272,12 @@ def search_options(args: argparse.Namespace) -> P.SearchOptions:
         unlabelled_size=args.unlabelled_size, val_labels=args.val_labels, val_from_labelled=args.val_from_labelled,
         verify_data=not args.no_verify_data, sets=tuple(args.set or ()),
         num_samples=args.num_samples, max_epochs=args.max_epochs, grace_period=args.grace_period,
-        reduction_factor=args.reduction_factor, seed=args.seed, max_concurrent=args.max_concurrent,
-        gpus_per_trial=args.gpus_per_trial, cpus_per_trial=args.cpus_per_trial,
-        workers_per_trial=args.workers_per_trial, check_sync=args.check_sync, local=args.address is None,
-        optuna_storage=args.optuna_storage, warm_start=args.warm_start, epoch_rule=args.epoch_rule,
-        metric=args.metric)
+        reduction_factor=args.reduction_factor, seed=0 if args.seed is None else args.seed,
+        max_concurrent=args.max_concurrent, gpus_per_trial=args.gpus_per_trial, cpus_per_trial=args.cpus_per_trial,
+        workers_per_trial=1 if args.workers_per_trial is None else args.workers_per_trial,
+        check_sync=args.check_sync, local=args.address is None,
+        optuna_storage=args.optuna_storage, warm_start=args.warm_start,
+        epoch_rule=args.epoch_rule or DEFAULT_EPOCH_RULE, metric=args.metric or S.METRIC)
 
 
 def start_tracking(plan: P.SearchPlan) -> P.SearchPlan:
@@ -224,6 +289,8 @@ def start_tracking(plan: P.SearchPlan) -> P.SearchPlan:
     if plan.warm_start:
         copied, skipped = optuna_study.warm_start(study, plan.optuna_storage, plan.warm_start,
                                                   plan.space().distributions(), plan.max_epochs)
+        if plan.tpe is not None:  # TPE's random start-up trials come after the copied ones
+            plan = dataclasses.replace(plan, tpe=dataclasses.replace(plan.tpe, seeded=plan.tpe.seeded + copied))
         print(f"warm start: {copied} evaluated trials of {plan.warm_start} seed the study"
               + (f" ({skipped} outside this space skipped)" if skipped else ""), flush=True)
     artifacts = None
@@ -294,7 +361,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: a search named {plan.name} now exists under {plan.storage_path}; continue it with "
                   f"--resume, or give another --name", file=sys.stderr)
             return 2
-        if not resumed:
+        if resumed:
+            plan.save()  # where its study is now (a moved folder or database)
+        else:
             try:
                 plan = start_tracking(plan)
             except Exception as err:  # MLflow raises its own types

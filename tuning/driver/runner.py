@@ -19,7 +19,7 @@ from spmi.cli_options import invoked_as
 from tuning.driver import cost_watch
 from tuning.driver.callbacks import CloseTrialRuns, ReleaseTrainGroups
 from tuning.driver.cluster import check_cluster, runtime_env, start_ray, trial_states
-from tuning.driver.searcher import AshaOptunaSearch
+from tuning.driver.searcher import AshaOptunaSearch, use_study_url
 from tuning.plan import cost
 from tuning.plan.search_plan import SearchPlan
 from tuning.plan.settings import TIME_ATTR
@@ -109,8 +109,9 @@ def run_search(plan: SearchPlan, resumed: bool, address: str | None, time_budget
         path, fs = plan.storage.ray_location(plan.name)
         if resumed:
             mlflow_log.reopen(plan.tracking_uri, plan.parent_run_id)
-        if resumed and tune.Tuner.can_restore(path, storage_filesystem=fs):
+        if resumed and tune.Tuner.can_restore(path, storage_filesystem=fs) and has_snapshot(plan):
             print(f"resuming {plan.experiment_path}", flush=True)
+            use_study_url(plan.name, plan.optuna_storage)  # the searcher in tuner.pkl: where the study is now
             tuner = tune.Tuner.restore(path, trainable=tune_trainable(trial_spec(plan)), resume_unfinished=True,
                                        resume_errored=True, storage_filesystem=fs)
         else:
@@ -124,6 +125,15 @@ def run_search(plan: SearchPlan, resumed: bool, address: str | None, time_budget
     finally:
         ray.shutdown()
     return finish(plan, states)
+
+
+def has_snapshot(plan: SearchPlan) -> bool:
+    """Whether Tune saved an experiment-state snapshot of the search. A driver killed before
+    the first one leaves only ``tuner.pkl``, whose restore would start the run anew with one
+    trial (Ray's resumed ``fit`` does not pass ``num_samples``): such a search starts anew,
+    its new searcher over the existing study (``tuning.driver.searcher``: no point twice)."""
+    return any(e.base_name.startswith("experiment_state-") and e.base_name.endswith(".json")
+               for e in plan.storage.listdir(plan.name))
 
 
 def finished(states: dict[str, str]) -> int:

@@ -163,7 +163,7 @@ class SearchPlan:
     @property
     def study_attrs(self) -> optuna_study.StudyAttrs:
         """What the Optuna study records about the search (checked by a warm start)."""
-        return optuna_study.StudyAttrs(self.method, self.dataset, self.metric, self.mode, self.max_epochs)
+        return study_attrs(self.method, self.dataset, self.metric, self.mode, self.max_epochs, self.base)
 
     def space(self) -> SearchSpace:
         """The space as it was when the search started: its resolved copy in the experiment
@@ -172,6 +172,13 @@ class SearchPlan:
             with self.storage.local_copy(self.name, SPACE_COPY) as copy:
                 return load_space(copy, self.method)
         return load_space(self.space_path, self.method, self.dataset, self.preset)
+
+
+def study_attrs(method: str, dataset: str, metric: str, mode: str, max_epochs: int,
+                cfg: TrainConfig) -> optuna_study.StudyAttrs:
+    """The study's record of a search, its data protocol (``optuna_study.PROTOCOL``) from ``cfg``."""
+    protocol = optuna_study.DataProtocol(**{k: getattr(cfg, k) for k in optuna_study.PROTOCOL})
+    return optuna_study.StudyAttrs(method, dataset, metric, mode, max_epochs, protocol)
 
 
 def split_location(experiment: str | Path) -> tuple[str, str]:
@@ -188,7 +195,8 @@ def split_location(experiment: str | Path) -> tuple[str, str]:
 
 def load_plan(experiment: str | Path, endpoint: str | None = None) -> SearchPlan:
     """The plan of the search at ``experiment`` (a local folder or a URI). The storage it
-    was found in replaces the saved one (a moved folder still works); ``endpoint`` (else
+    was found in replaces the saved one (a moved folder still works), and the default study
+    (``<storage path>/optuna.db``) is looked for there too; ``endpoint`` (else
     the AWS endpoint environment) is the S3 endpoint."""
     root, name = split_location(experiment)
     storage = open_storage(root, endpoint)
@@ -198,8 +206,11 @@ def load_plan(experiment: str | Path, endpoint: str | None = None) -> SearchPlan
         raise ValueError(f"cannot read {storage.uri(name, PLAN_FILE)}: {str(err).splitlines()[0]}") from None
     if text is None:
         raise ValueError(f"{experiment} holds no search ({PLAN_FILE} missing)")
-    return SearchPlan.from_dict({**json.loads(text), "storage_path": storage.root,
-                                 "storage_endpoint": storage.endpoint})
+    data = json.loads(text)
+    saved = str(data.get("storage_path", ""))
+    if storage.local and not is_uri(saved) and data.get("optuna_storage") == optuna_study.default_storage(saved):
+        data["optuna_storage"] = optuna_study.default_storage(storage.root)  # the default study moved with it
+    return SearchPlan.from_dict({**data, "storage_path": storage.root, "storage_endpoint": storage.endpoint})
 
 
 def check_layout(version: int, folder: str | Path, what: str) -> None:
@@ -433,12 +444,15 @@ def make_plan(opts: SearchOptions, storage: Storage, name: str,
     checksum = check_data(cfg, local=opts.local)
     mlflow_log.check_store(tracking_uri)
     optuna_url = opts.optuna_storage or optuna_study.default_storage(storage.root)
-    study_attrs = optuna_study.StudyAttrs(opts.method, opts.dataset, metric, S.MODE, max_epochs)
+    attrs = study_attrs(opts.method, opts.dataset, metric, S.MODE, max_epochs, cfg)
     if optuna_study.study_exists(optuna_url, name):
         raise ValueError(f"the Optuna storage {optuna_url} already has a study named {name!r}; choose another --name")
     warm = opts.warm_start
     if warm:
-        optuna_study.check_warm_start(optuna_url, warm, study_attrs)
+        unchecked = optuna_study.check_warm_start(optuna_url, warm, attrs).unchecked
+        if unchecked:
+            print(f"note: --warm-start {warm}: that study does not record its {', '.join(unchecked)} (it predates "
+                  f"the record), so its data protocol is not checked against this search's", flush=True)
     plan = SearchPlan(
         name=name, storage_path=storage.root, storage_endpoint=storage.endpoint, dataset=opts.dataset,
         method=opts.method, space_path=str(space_path),
@@ -449,7 +463,9 @@ def make_plan(opts: SearchOptions, storage: Storage, name: str,
         check_sync=bool(opts.check_sync), git_commit=git_commit(), data_checksum=checksum,
         data_checksum_of="files",
         optuna_storage=optuna_url, warm_start=warm or None, epoch_rule=check_rule(opts.epoch_rule), metric=metric,
-        tpe=optuna_study.tpe_settings(num_samples, None if max_conc is None else int(max_conc), int(opts.seed)))
+        # start-up trials on top of the enqueued points (a warm start adds its copies: tuning.cli.search)
+        tpe=optuna_study.tpe_settings(num_samples, None if max_conc is None else int(max_conc), int(opts.seed),
+                                      seeded=len(space.points_to_evaluate())))
     return plan, space
 
 

@@ -14,19 +14,44 @@ import optuna
 from optuna.trial import TrialState
 
 STORAGE_FILE = "optuna.db"
+# user attributes of a study's trials: the index of the search's point it evaluates (an
+# enqueued point), the trial a rerun continues, the earlier study's trial a warm start copied
+POINT_ATTR, RERUN_ATTR, WARM_ATTR = "point_to_evaluate", "rerun_of", "warm_start_from"
+
+
+@dataclass(frozen=True)
+class DataProtocol:
+    """The data a search's trials were trained and judged on (beyond the dataset): the
+    split's sizes, the flipping probability, what the validation images' labels are."""
+
+    labelled: int
+    partial_rate: float
+    val_size: int
+    unlabelled_size: int | None   # None: every unlabelled image
+    val_labels: str
+    val_from_labelled: int
+    include_labelled: bool        # the unlabelled set includes the labelled images
+
+
+PROTOCOL = tuple(f.name for f in dataclasses.fields(DataProtocol))
 
 
 @dataclass(frozen=True)
 class StudyAttrs:
-    """What a search's study records about it (its user attributes): a warm start checks that
-    the earlier study's method, dataset, metric and mode agree, and judges its trials at
-    this search's ``max_epochs``."""
+    """What a search's study records about it (its user attributes, the protocol's fields
+    among them): a warm start checks that the earlier study's method, dataset, metric, mode
+    and data protocol agree, and judges its trials at this search's ``max_epochs``."""
 
     method: str
     dataset: str
     metric: str
     mode: str
     max_epochs: int
+    protocol: DataProtocol | None = None
+
+    def user_attrs(self) -> dict[str, Any]:
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "protocol"}
+        return out | (dataclasses.asdict(self.protocol) if self.protocol is not None else {})
 
 
 def default_storage(storage_path: str) -> str:
@@ -43,7 +68,10 @@ def default_storage(storage_path: str) -> str:
 
 @dataclass(frozen=True)
 class TpeSettings:
-    """The TPESampler's arguments, explicit (Optuna's defaults change between versions)."""
+    """The TPESampler's arguments, explicit (Optuna's defaults change between versions).
+    ``n_startup_trials`` counts the random trials the sampler itself proposes; ``seeded`` are
+    the study's trials it did not propose (enqueued points, warm-started trials), which
+    Optuna's start-up count would include: the sampler is given the sum."""
 
     multivariate: bool
     group: bool
@@ -51,21 +79,27 @@ class TpeSettings:
     n_startup_trials: int
     n_ei_candidates: int
     seed: int
+    seeded: int = 0
 
 
-def tpe_settings(num_samples: int, max_concurrent: int | None, seed: int) -> TpeSettings:
+def tpe_settings(num_samples: int, max_concurrent: int | None, seed: int, seeded: int = 0) -> TpeSettings:
     """Explicit TPE settings: multivariate (the searched values interact), grouped for
     conditional spaces, constant liar when trials run at once, random start-up trials
-    scaled to the budget (a quarter of the trials, 2 to 10), seeded."""
+    scaled to the budget (a quarter of the trials, 2 to 10) on top of the ``seeded`` ones
+    (enqueued points, warm-started trials), seeded."""
     concurrent = max_concurrent is None or max_concurrent > 1  # None: as many as the resources allow
     return TpeSettings(multivariate=True, group=True, constant_liar=concurrent,
-                       n_startup_trials=max(2, min(10, num_samples // 4)), n_ei_candidates=24, seed=int(seed))
+                       n_startup_trials=max(2, min(10, num_samples // 4)), n_ei_candidates=24, seed=int(seed),
+                       seeded=int(seeded))
 
 
 def make_sampler(settings: TpeSettings) -> optuna.samplers.TPESampler:
+    """The TPESampler of ``settings``: its start-up count is the random trials plus the seeded ones."""
+    kwargs = dataclasses.asdict(settings)
+    kwargs["n_startup_trials"] += kwargs.pop("seeded")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # ``group``
-        return optuna.samplers.TPESampler(**dataclasses.asdict(settings))
+        return optuna.samplers.TPESampler(**kwargs)
 
 
 def dashboard_hint(url: str, name: str) -> str:
@@ -92,6 +126,11 @@ def _engine_kwargs(url: str) -> dict[str, Any]:
 
 
 def study_exists(url: str, name: str) -> bool:
+    """Whether ``url`` holds study ``name`` (an SQLite file that is not there: no, and none is made)."""
+    if url.startswith("sqlite:///"):
+        from pathlib import Path
+        if not Path(url[len("sqlite:///"):]).is_file():
+            return False
     return any(s.study_name == name for s in optuna.get_all_study_summaries(storage(url)))
 
 
@@ -101,24 +140,36 @@ def create_study(url: str, name: str, mode: str, attrs: StudyAttrs) -> optuna.St
         raise ValueError(f"the Optuna storage {url} already has a study named {name!r}; choose another --name")
     study = optuna.create_study(storage=storage(url), study_name=name,
                                 direction="maximize" if mode == "max" else "minimize")
-    for key, value in dataclasses.asdict(attrs).items():
+    for key, value in attrs.user_attrs().items():
         study.set_user_attr(key, value)
     return study
 
 
-def check_warm_start(url: str, source: str, attrs: StudyAttrs) -> int:
-    """Whether study ``source`` can seed a search with ``attrs``; its usable trial count."""
+@dataclass(frozen=True)
+class WarmStartCheck:
+    """What ``check_warm_start`` found: the usable trials, and the protocol fields the
+    earlier study does not record (a study made before they were), so unchecked."""
+
+    trials: int
+    unchecked: tuple[str, ...] = ()
+
+
+def check_warm_start(url: str, source: str, attrs: StudyAttrs) -> WarmStartCheck:
+    """Whether study ``source`` can seed a search with ``attrs`` (ValueError, one line,
+    naming the first difference: method, dataset, metric, mode or data protocol)."""
     if not study_exists(url, source):
         raise ValueError(f"--warm-start {source}: no study of that name in {url}")
     old = optuna.load_study(study_name=source, storage=storage(url))
-    for key in ("method", "dataset", "metric", "mode"):
-        if key in old.user_attrs and old.user_attrs[key] != getattr(attrs, key):
+    ours = attrs.user_attrs()
+    for key in ("method", "dataset", "metric", "mode", *PROTOCOL):
+        if key in old.user_attrs and key in ours and old.user_attrs[key] != ours[key]:
+            why = "; its trials were trained and judged on other data" if key in PROTOCOL else ""
             raise ValueError(f"--warm-start {source}: that search has {key} {old.user_attrs[key]!r}, "
-                             f"this one {getattr(attrs, key)!r}")
+                             f"this one {ours[key]!r}{why}")
     done = [t for t in old.trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
     if not done:
         raise ValueError(f"--warm-start {source}: that study has no evaluated (COMPLETE or PRUNED) trial")
-    return len(done)
+    return WarmStartCheck(len(done), tuple(k for k in PROTOCOL if k not in old.user_attrs))
 
 
 def warm_start(study: optuna.Study, url: str, source: str, distributions: dict[str, Any],
@@ -147,7 +198,7 @@ def warm_start(study: optuna.Study, url: str, source: str, distributions: dict[s
             continue
         study.add_trial(optuna.trial.create_trial(
             params=t.params, distributions=distributions, value=value, state=state, intermediate_values=steps,
-            user_attrs={**t.user_attrs, "warm_start_from": f"{source}#{t.number}"}))
+            user_attrs={**t.user_attrs, WARM_ATTR: f"{source}#{t.number}"}))
         copied += 1
     return copied, skipped
 
