@@ -13,6 +13,7 @@ from optuna.trial import TrialState
 from ray.tune.search.optuna import OptunaSearch
 
 from tuning.driver.searcher import AshaOptunaSearch
+from tuning.plan.selection import Selection
 from tuning.record import optuna_study
 
 MAX_EPOCHS = 4
@@ -260,6 +261,10 @@ def test_warm_start_copies_evaluated_trials_judged_at_the_new_budget(url):
     # at a 2-epoch budget both reached the end: COMPLETE with their best value up to epoch 2
     assert short.state == long.state == TrialState.COMPLETE
     assert (short.value, long.value) == (0.45, 0.60) and long.intermediate_values == {1: 0.40, 2: 0.60}
+    # a search that selects on the last epoch copies the last value up to its budget
+    last = optuna_study.create_study(url, "last", "max", attrs)
+    optuna_study.warm_start(last, url, "old", DISTS, max_epochs=3, score=Selection("last", 3).value)
+    assert [(t.state, t.value) for t in last.trials] == [(TrialState.PRUNED, None), (TrialState.COMPLETE, 0.55)]
     longer = optuna_study.create_study(url, "longer", "max", attrs)
     optuna_study.warm_start(longer, url, "old", DISTS, max_epochs=10)
     assert {t.state for t in longer.trials} == {TrialState.PRUNED}   # neither reached 10 epochs

@@ -287,8 +287,9 @@ def start_tracking(plan: P.SearchPlan) -> P.SearchPlan:
     from tuning.trial.run import all_params, split_profile
     study = optuna_study.create_study(plan.optuna_storage, plan.name, plan.mode, plan.study_attrs)
     if plan.warm_start:
-        copied, skipped = optuna_study.warm_start(study, plan.optuna_storage, plan.warm_start,
-                                                  plan.space().distributions(), plan.max_epochs)
+        copied, skipped = optuna_study.warm_start(
+            study, plan.optuna_storage, plan.warm_start, plan.space().distributions(), plan.max_epochs,
+            score=lambda steps: plan.selection.value(steps, maximize=plan.mode == "max"))
         if plan.tpe is not None:  # TPE's random start-up trials come after the copied ones
             plan = dataclasses.replace(plan, tpe=dataclasses.replace(plan.tpe, seeded=plan.tpe.seeded + copied))
         print(f"warm start: {copied} evaluated trials of {plan.warm_start} seed the study"

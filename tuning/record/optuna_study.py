@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -173,10 +174,11 @@ def check_warm_start(url: str, source: str, attrs: StudyAttrs) -> WarmStartCheck
 
 
 def warm_start(study: optuna.Study, url: str, source: str, distributions: dict[str, Any],
-               max_epochs: int) -> tuple[int, int]:
+               max_epochs: int, score: Callable[[dict[int, float]], float] | None = None) -> tuple[int, int]:
     """Copy the evaluated trials of study ``source`` into ``study``, judged at this search's
-    budget: a trial that reached ``max_epochs`` is COMPLETE with its best value up to that
-    epoch, an earlier-ended one PRUNED with its intermediate values. Trials outside this
+    budget: a trial that reached ``max_epochs`` is COMPLETE with its score over the epochs up
+    to it (``score``: this search's epoch rule, ``tuning.plan.selection``; default its best
+    value), an earlier-ended one PRUNED with its intermediate values. Trials outside this
     space are skipped. Returns (copied, skipped)."""
     old = optuna.load_study(study_name=source, storage=storage(url))
     copied = skipped = 0
@@ -188,7 +190,8 @@ def warm_start(study: optuna.Study, url: str, source: str, distributions: dict[s
             continue
         steps = {s: v for s, v in t.intermediate_values.items() if s <= max_epochs}
         if steps and max(steps) >= max_epochs:
-            state, value = TrialState.COMPLETE, best_of(steps.values(), study.direction)
+            state, value = TrialState.COMPLETE, (score(steps) if score is not None
+                                                 else best_of(steps.values(), study.direction))
         elif steps:
             state, value = TrialState.PRUNED, None
         elif t.state == TrialState.COMPLETE and old.user_attrs.get("max_epochs", -1) == max_epochs:
