@@ -100,6 +100,13 @@ def build_parser() -> argparse.ArgumentParser:
                         "the published model and the confirmation rank by it): val/acc needs clean validation "
                         "labels; val/covering_rate and val/approx_acc need only candidate sets (--val-labels partial "
                         "or --val-from-labelled K) (default: val/acc)")
+    s.add_argument("--searcher", choices=S.SEARCHERS,
+                   help="who proposes the trials: Optuna's TPE, random search, or a grid over the space's explicit "
+                        "values (categorical choices, every integer; the grid's size is the trial count) "
+                        "(default: tpe)")
+    s.add_argument("--scheduler", choices=S.SCHEDULERS,
+                   help="who stops trials early: ASHA (--grace-period, --reduction-factor), HyperBand "
+                        "(--reduction-factor) or FIFO (none) (default: asha)")
     s.add_argument("--epoch-rule", choices=EPOCH_RULES,
                    help="which epoch's value of the metric scores a trial at the full budget: best (the network a "
                         "trial keeps) or last (its final epoch); the report, Optuna, the published model and the "
@@ -227,6 +234,7 @@ def resume_settings(args: argparse.Namespace, plan: P.SearchPlan) -> dict[str, t
         "--check-sync": (True if args.check_sync else None, plan.check_sync),
         "--warm-start": (args.warm_start, plan.warm_start), "--tracking-uri": (args.tracking_uri, plan.tracking_uri),
         "--metric": (args.metric, plan.metric), "--epoch-rule": (args.epoch_rule, plan.epoch_rule),
+        "--searcher": (args.searcher, plan.searcher), "--scheduler": (args.scheduler, plan.scheduler),
     }
     if args.set:
         have = all_params(cfg)
@@ -277,7 +285,8 @@ def search_options(args: argparse.Namespace) -> P.SearchOptions:
         workers_per_trial=1 if args.workers_per_trial is None else args.workers_per_trial,
         check_sync=args.check_sync, local=args.address is None,
         optuna_storage=args.optuna_storage, warm_start=args.warm_start,
-        epoch_rule=args.epoch_rule or DEFAULT_EPOCH_RULE, metric=args.metric or S.METRIC)
+        epoch_rule=args.epoch_rule or DEFAULT_EPOCH_RULE, metric=args.metric or S.METRIC,
+        searcher=args.searcher or "tpe", scheduler=args.scheduler or "asha")
 
 
 def start_tracking(plan: P.SearchPlan) -> P.SearchPlan:
@@ -306,10 +315,11 @@ def start_tracking(plan: P.SearchPlan) -> P.SearchPlan:
     settings = {f"search.{k}": getattr(plan, k) for k in (
         "num_samples", "max_epochs", "grace_period", "reduction_factor", "seed", "cpus_per_trial",
         "gpus_per_trial", "workers_per_trial", "max_concurrent", "space_path", "preset", "metric", "mode",
-        "optuna_storage", "warm_start")}
+        "optuna_storage", "warm_start", "epoch_rule", "searcher", "scheduler")}
     settings |= {f"search.tpe.{k}": v for k, v in dataclasses.asdict(plan.tpe).items()} if plan.tpe else {}
     fixed = {k: v for k, v in all_params(plan.base_config).items() if k not in space.params}
-    tags = {"dataset": plan.dataset, "method": plan.method, "git_commit": plan.git_commit,
+    tags = {"dataset": plan.dataset, "method": plan.method, "git_commit": plan.git_commit, "metric": plan.metric,
+            "searcher": plan.searcher, "scheduler": plan.scheduler, "epoch_rule": plan.epoch_rule,
             "data_checksum": plan.data_checksum, "searched": ",".join(space.params),
             **mlflow_log.standard_tags(plan.git_commit), "mlflow.note.content": note(plan)}
     plan = dataclasses.replace(plan, parent_run_id=mlflow_log.start_parent(

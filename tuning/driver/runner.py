@@ -4,6 +4,7 @@ Optuna TPE, a concurrency limit and ASHA, run it, close the MLflow runs, write t
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import signal
 import sys
@@ -12,7 +13,7 @@ from typing import Any
 
 import ray
 from ray import tune
-from ray.tune.schedulers import ASHAScheduler
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, HyperBandScheduler, TrialScheduler
 from ray.tune.search import ConcurrencyLimiter
 
 from spmi.cli_options import invoked_as
@@ -36,7 +37,7 @@ def trial_spec(plan: SearchPlan) -> TrialSpec:
         tracking=Tracking(plan.tracking_uri, plan.experiment_id, plan.parent_run_id, plan.name, plan.git_commit),
         resources=trial_resources(plan), location=Location(plan.storage_path, plan.name, plan.storage_endpoint),
         base=plan.base_config, data_checksum=plan.data_checksum, data_checksum_of=plan.data_checksum_of,
-        test_epochs=tuple(asha_of(plan).rungs()), metric=plan.metric)
+        test_epochs=stop_epochs(plan), metric=plan.metric)
 
 
 def trial_resources(plan: SearchPlan) -> Resources:
@@ -44,19 +45,47 @@ def trial_resources(plan: SearchPlan) -> Resources:
 
 
 def make_searcher(plan: SearchPlan, space: Any) -> AshaOptunaSearch:
-    """TPE with the plan's explicit settings on the search's persistent study."""
+    """The plan's sampler (TPE with its explicit settings, random or grid) on the search's
+    persistent study; a grid enqueues no extra points (its own are the search)."""
     tpe = plan.tpe or optuna_study.tpe_settings(plan.num_samples, plan.max_concurrent, plan.seed)
+    grid = space.grid() if plan.searcher == "grid" else None
+    sampler = optuna_study.make_proposer(plan.searcher, tpe, plan.seed, grid)
     return AshaOptunaSearch(space=space.to_optuna, metric=plan.metric, mode=plan.mode,
-                            storage_url=plan.optuna_storage, study_name=plan.name,
-                            sampler=optuna_study.make_sampler(tpe), max_epochs=plan.max_epochs,
-                            points_to_evaluate=space.points_to_evaluate(), epoch_rule=plan.epoch_rule)
+                            storage_url=plan.optuna_storage, study_name=plan.name, sampler=sampler,
+                            max_epochs=plan.max_epochs,
+                            points_to_evaluate=[] if grid else space.points_to_evaluate(), epoch_rule=plan.epoch_rule)
+
+
+def make_scheduler(plan: SearchPlan) -> TrialScheduler:
+    """Ray's scheduler of ``--scheduler``: ASHA (grace period, reduction factor), HyperBand
+    (reduction factor; it pauses trials at its brackets' milestones and resumes them from
+    their checkpoints) or FIFO (no trial stopped early)."""
+    if plan.scheduler == "hyperband":
+        return HyperBandScheduler(time_attr=TIME_ATTR, max_t=plan.max_epochs, reduction_factor=plan.reduction_factor)
+    if plan.scheduler == "fifo":
+        return FIFOScheduler()
+    return ASHAScheduler(time_attr=TIME_ATTR, max_t=plan.max_epochs, grace_period=plan.grace_period,
+                         reduction_factor=plan.reduction_factor)
+
+
+def stop_epochs(plan: SearchPlan) -> tuple[int, ...]:
+    """The epochs at which the scheduler may stop (or pause) a trial, where it measures its best
+    weights' test accuracy: ASHA's rungs; HyperBand's bracket milestones, max_t / eta^k; none for FIFO."""
+    if plan.scheduler == "fifo":
+        return ()
+    if plan.scheduler == "hyperband":
+        eta, out, k = plan.reduction_factor, set(), 1
+        while plan.max_epochs / eta**k >= 1:
+            out.add(math.ceil(plan.max_epochs / eta**k))
+            k += 1
+        return tuple(sorted(out))
+    return tuple(asha_of(plan).rungs())
 
 
 def build_tuner(plan: SearchPlan) -> tune.Tuner:
     space = plan.space()
     searcher = make_searcher(plan, space)
-    scheduler = ASHAScheduler(time_attr=TIME_ATTR, max_t=plan.max_epochs, grace_period=plan.grace_period,
-                              reduction_factor=plan.reduction_factor)
+    scheduler = make_scheduler(plan)
     storage_path, storage_fs = plan.storage.ray_location()
     return tune.Tuner(
         tune_trainable(trial_spec(plan)),
@@ -79,6 +108,12 @@ def build_tuner(plan: SearchPlan) -> tune.Tuner:
 
 
 def asha_of(plan: SearchPlan) -> cost.Asha:
+    """The scheduler as the cost model sees it: FIFO runs every trial to the end; HyperBand
+    is priced like ASHA from its first milestone."""
+    if plan.scheduler == "fifo":
+        return cost.Asha(plan.max_epochs, plan.max_epochs, plan.reduction_factor)
+    if plan.scheduler == "hyperband":
+        return cost.Asha(plan.max_epochs, min(stop_epochs(plan), default=plan.max_epochs), plan.reduction_factor)
     return cost.Asha(plan.max_epochs, plan.grace_period, plan.reduction_factor)
 
 

@@ -79,6 +79,8 @@ class SearchOptions:
     warm_start: str | None = None
     epoch_rule: str = DEFAULT_EPOCH_RULE
     metric: str = S.METRIC
+    searcher: str = "tpe"
+    scheduler: str = "asha"
 
 
 @dataclass(frozen=True)
@@ -120,10 +122,15 @@ class SearchPlan:
     created: str = field(default_factory=lambda: time.strftime("%Y-%m-%d %H:%M:%S"))
     storage_endpoint: str | None = None  # S3-compatible endpoint of an s3:// storage_path
     epoch_rule: str = DEFAULT_EPOCH_RULE  # which epoch's val/acc scores a trial (tuning.plan.selection)
+    searcher: str = "tpe"         # who proposes the trials (settings.SEARCHERS)
+    scheduler: str = "asha"       # who stops them (settings.SCHEDULERS)
     version: int = LAYOUT_VERSION  # of tuning/'s layout that wrote it (1: before the wings)
 
     def __post_init__(self) -> None:
         check_rule(self.epoch_rule)
+        if self.searcher not in S.SEARCHERS or self.scheduler not in S.SCHEDULERS:
+            raise ValueError(f"--searcher {self.searcher} / --scheduler {self.scheduler}: choose from "
+                             f"{', '.join(S.SEARCHERS)} / {', '.join(S.SCHEDULERS)}")
 
     @property
     def selection(self) -> Selection:
@@ -432,6 +439,12 @@ def make_plan(opts: SearchOptions, storage: Storage, name: str,
     num_samples = int(pick("num_samples", S.DEFAULT_NUM_SAMPLES))
     if num_samples < 1:
         raise ValueError(f"--num-samples {num_samples} must be >= 1")
+    if opts.searcher == "grid":  # every point of the grid once
+        size = math.prod(len(v) for v in space.grid().values())
+        if opts.num_samples is not None and opts.num_samples != size:
+            raise ValueError(f"--searcher grid runs each of the space's {size} points once; drop --num-samples "
+                             f"{opts.num_samples}")
+        num_samples = size
     grace = _grace_period(opts, space, max_epochs, int(preset.get("grace_margin", S.DEFAULT_GRACE_MARGIN)),
                           dataclasses.asdict(cfg.options))
     reduction = int(pick("reduction_factor", S.DEFAULT_REDUCTION_FACTOR))
@@ -463,6 +476,7 @@ def make_plan(opts: SearchOptions, storage: Storage, name: str,
         check_sync=bool(opts.check_sync), git_commit=git_commit(), data_checksum=checksum,
         data_checksum_of="files",
         optuna_storage=optuna_url, warm_start=warm or None, epoch_rule=check_rule(opts.epoch_rule), metric=metric,
+        searcher=opts.searcher, scheduler=opts.scheduler,
         # start-up trials on top of the enqueued points (a warm start adds its copies: tuning.cli.search)
         tpe=optuna_study.tpe_settings(num_samples, None if max_conc is None else int(max_conc), int(opts.seed),
                                       seeded=len(space.points_to_evaluate())))

@@ -12,6 +12,10 @@ METRIC, MODE = "val/acc", "max"  # the default objective: clean-label validation
 # what a search may select on (--metric; all maximised): clean val/acc, or the partial-label
 # criteria of a validation set that carries candidate sets (spmi.metrics)
 OBJECTIVES = ("val/acc", "val/covering_rate", "val/approx_acc")
+# who proposes the trials (Optuna's TPESampler, RandomSampler, GridSampler) and who stops them
+# (Ray's ASHAScheduler, HyperBandScheduler, FIFOScheduler: none stopped)
+SEARCHERS = ("tpe", "random", "grid")
+SCHEDULERS = ("asha", "hyperband", "fifo")
 TIME_ATTR = "epoch"          # epochs completed (1-based), reported by every trial
 PAPER_EPOCHS = 500
 DEFAULT_NUM_SAMPLES = 32

@@ -153,6 +153,21 @@ class SearchSpace:
         head = "".join(f"# {line}\n" if line else "#\n" for line in comment.splitlines())
         return head + yaml.safe_dump(doc, sort_keys=False, width=100, allow_unicode=True)
 
+    def grid(self) -> dict[str, list[Any]]:
+        """Every searched setting's explicit values, for a grid search: a categorical one's
+        choices, an integer one's every value; a continuous range has none (ValueError)."""
+        out: dict[str, list[Any]] = {}
+        for n, p in self.params.items():
+            if p.distribution == "categorical":
+                out[n] = list(p.choices)
+            elif p.distribution in ("int", "logint") and (p.high - p.low) // (p.step or 1) < 1000:
+                out[n] = list(range(p.low, p.high + 1, p.step or 1))
+            else:
+                raise ValueError(f"--searcher grid needs explicit values: {n} is {p.distribution} on "
+                                 f"[{p.low}, {p.high}]; list the values in the space file "
+                                 f"(distribution: categorical, choices: [...])")
+        return out
+
     def distributions(self) -> dict[str, Any]:
         return {n: p.optuna_distribution() for n, p in self.params.items()}
 

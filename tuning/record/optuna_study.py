@@ -103,6 +103,21 @@ def make_sampler(settings: TpeSettings) -> optuna.samplers.TPESampler:
         return optuna.samplers.TPESampler(**kwargs)
 
 
+def make_proposer(kind: str, tpe: TpeSettings, seed: int, grid: dict[str, list[Any]] | None = None,
+                  ) -> optuna.samplers.BaseSampler:
+    """The sampler of ``--searcher``: ``tpe`` (``make_sampler``), ``random`` or ``grid``
+    (every point of ``grid`` once, in a seeded order)."""
+    if kind == "tpe":
+        return make_sampler(tpe)
+    if kind == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if kind == "grid":
+        if not grid:
+            raise ValueError("--searcher grid needs the space's explicit values")
+        return optuna.samplers.GridSampler(grid, seed=seed)
+    raise ValueError(f"--searcher {kind}: choose tpe, random or grid")
+
+
 def dashboard_hint(url: str, name: str) -> str:
     return f"Optuna study {name!r}: optuna-dashboard {url}"
 

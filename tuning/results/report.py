@@ -168,8 +168,9 @@ def best_trial(selection: Selection, table: pd.DataFrame, params: list[str]) -> 
 def render(r: Report) -> str:
     p = r.plan
     out = [f"# Search {p.name}: {p.method} on {p.dataset}", "",
-           f"{len(r.trials.table)} trials (of {p.num_samples}), up to {p.max_epochs} epochs; ASHA grace "
-           f"{p.grace_period}, reduction factor {p.reduction_factor}; metric {p.metric} ({p.mode}); "
+           f"{len(r.trials.table)} trials (of {p.num_samples}), up to {p.max_epochs} epochs; searcher "
+           f"{p.searcher}, scheduler {p.scheduler} (grace {p.grace_period}, reduction factor {p.reduction_factor}); "
+           f"metric {p.metric} ({p.mode}), epoch rule {p.epoch_rule}; "
            f"test accuracy is reported, never optimised.", ""]
     if r.best is not None:
         b = r.best
