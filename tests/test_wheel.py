@@ -64,7 +64,7 @@ def test_the_installed_wheel_searches_from_a_folder_outside_the_repository(insta
     elsewhere = root / "elsewhere"
     datagen.write_idx_fmnist(elsewhere / "data", 300, 60)
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {"PYTHONPATH": str(target)}
-    done = subprocess.run([sys.executable, "-c", "import spmi, tuning, search_spaces, tuning.settings as s; "
+    done = subprocess.run([sys.executable, "-c", "import spmi, tuning, search_spaces, tuning.plan.settings as s; "
                            "print(spmi.__file__, tuning.__file__, search_spaces.__file__, s.default_space('spmi'))"],
                           cwd=elsewhere, env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
