@@ -371,7 +371,9 @@ def test_a_driver_killed_before_the_first_snapshot_runs_each_point_once(tiny: di
                               stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         deadline = time.monotonic() + 600  # a hang guard, not a condition of the test
-        while not (optuna_study.study_exists(url, "early") and optuna.load_study(
+        # the plan is saved once the study's tables and the study exist: opening the database
+        # before that would race the driver creating its tables
+        while not ((storage / "early" / "search.json").is_file() and optuna.load_study(
                 study_name="early", storage=url).get_trials(states=(TrialState.RUNNING,))):
             assert driver.poll() is None and time.monotonic() < deadline, "no trial was asked for"
             time.sleep(0.2)
