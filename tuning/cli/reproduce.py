@@ -32,7 +32,7 @@ from tuning.plan import search_plan as P
 from tuning.plan import settings as S
 from tuning.plan.grid_plan import Cell, GridPlan, SkippedCell, TableCell, TableSettings, load_grid
 from tuning.plan.paper_table import PAPER_METHODS, PAPER_ROWS, load_numbers
-from tuning.record import mlflow_log
+from tuning.record import mlflow_log, secrets
 from tuning.results import reproduction
 from tuning.results.trials import grid_results
 
@@ -343,11 +343,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         grid, resumed = prepare(args)
     except (ValueError, DataError, SpaceError) as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {secrets.mask(str(err))}", file=sys.stderr)
         return 2
     if not resumed:
-        grid = dataclasses.replace(grid, command=command() + " "
-                                   + shlex.join(sys.argv[1:] if argv is None else argv))
+        grid = dataclasses.replace(grid, command=secrets.mask(command() + " " + shlex.join(
+            sys.argv[1:] if argv is None else argv)))
         try:
             grid = start_tracking(grid)
         except Exception as err:
