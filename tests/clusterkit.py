@@ -252,25 +252,31 @@ def driver_env(home: Path | None = None) -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def clean_environ(prefixes: tuple[str, ...] = ("MLFLOW_", "AWS_")) -> Iterator[None]:
-    """Without these variables for a while: Ray nodes started meanwhile (and so their
-    trials) get such settings only through a job's runtime environment."""
-    saved = {k: v for k, v in os.environ.items() if k.startswith(prefixes)}
+def clean_environ(prefixes: tuple[str, ...] = ("MLFLOW_", "AWS_"), provision: dict[str, str] | None = None,
+                  ) -> Iterator[None]:
+    """Without these variables for a while, but with ``provision``: Ray nodes started meanwhile
+    (and so their trials) have the credentials provisioned on them, and get every other
+    such setting only through a job's runtime environment."""
+    saved = {k: v for k, v in os.environ.items() if k.startswith(prefixes) or k in (provision or {})}
     for k in saved:
         del os.environ[k]
+    os.environ.update(provision or {})
     try:
         yield
     finally:
+        for k in provision or {}:
+            os.environ.pop(k, None)
         os.environ.update(saved)
 
 
 @contextlib.contextmanager
 def ray_cluster(workers: int = 2, cpus: int = 1) -> Iterator[object]:
     """A head with no CPUs (so every trial runs on a worker node) and ``workers`` nodes of
-    ``cpus`` CPUs each, all on this machine (``ray.cluster_utils.Cluster``)."""
+    ``cpus`` CPUs each, all on this machine (``ray.cluster_utils.Cluster``); the object
+    store's credentials are provisioned on the nodes (the driver forwards no secret)."""
     from ray.cluster_utils import Cluster
     common = {"include_dashboard": False, "object_store_memory": 96 * 1024**2}
-    with clean_environ():
+    with clean_environ(provision=CREDENTIALS):
         cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, **common})
         try:
             for _ in range(workers):

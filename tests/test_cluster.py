@@ -300,29 +300,40 @@ def test_storage_on_s3_plan_and_latest_search(s3: K.S3, tiny, tmp_path: Path, mo
         open_storage("s3://b/x", "http://127.0.0.1:1").check()
 
 
-def test_runtime_env_carries_mlflow_and_object_store_settings_but_not_no_retry(monkeypatch) -> None:
+SECRETS = {"AWS_ACCESS_KEY_ID": "AKIAMADEUP", "AWS_SECRET_ACCESS_KEY": "made-up-aws-secret-0xA1",
+           "AWS_SESSION_TOKEN": "made-up-session-0xB2", "MLFLOW_TRACKING_USERNAME": "alice",
+           "MLFLOW_TRACKING_PASSWORD": "made-up-tracking-pw-0xC3", "MLFLOW_TRACKING_TOKEN": "made-up-token-0xD4"}
+
+
+def test_runtime_env_carries_settings_but_no_secret_unless_asked(monkeypatch) -> None:
+    from tuning.driver.cluster import NODE_ENV_NAMES
     from tuning.driver.runner import runtime_env
     from tuning.plan.search_plan import SearchPlan
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "key")
-    monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", "token")
+    for k in NODE_ENV_NAMES:
+        monkeypatch.delenv(k, raising=False)
+    for k, v in SECRETS.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.setenv("AWS_REGION", "eu-west-1")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # the driver's fail-fast pre-flight setting
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
+    monkeypatch.setenv("MLFLOW_SOMETHING_NEW", "x")  # not on the allow-list: not forwarded
     monkeypatch.setenv("UNRELATED", "x")
     monkeypatch.delenv("MLFLOW_S3_ENDPOINT_URL", raising=False)
     plan = SimpleNamespace(tracking_uri="http://mlflow:5000", storage_endpoint="http://minio:9000",
                            storage=open_storage("s3://b/hpo", "http://minio:9000"))
     env = runtime_env(plan)  # type: ignore[arg-type]
     assert {"spmi", "tuning"} == {Path(p).name for p in env["py_modules"]}
-    assert env["env_vars"]["AWS_ACCESS_KEY_ID"] == "key" and env["env_vars"]["MLFLOW_TRACKING_TOKEN"] == "token"
-    assert env["env_vars"]["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
-    assert env["env_vars"]["MLFLOW_S3_ENDPOINT_URL"] == "http://minio:9000"
-    assert not {"MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT", "UNRELATED"} & set(env["env_vars"])
+    assert env["env_vars"] == {"MLFLOW_TRACKING_URI": "http://mlflow:5000",
+                               "MLFLOW_S3_ENDPOINT_URL": "http://minio:9000", "AWS_REGION": "eu-west-1"}
+    assert not any(v in json.dumps(env) for v in SECRETS.values())
+    forwarded = runtime_env(plan, forward_secrets=True)  # type: ignore[arg-type]
+    assert forwarded["env_vars"] == {**env["env_vars"], **SECRETS}
     assert SearchPlan  # (the real plan type has these attributes)
     # inside `ray job submit --runtime-env-json ...`: what the job sets is not set again (Ray refuses that)
-    job = {"runtime_env": {"py_modules": ["s3://x/code.zip"], "env_vars": {"AWS_ACCESS_KEY_ID": "key"}}}
+    job = {"runtime_env": {"py_modules": ["s3://x/code.zip"], "env_vars": {"AWS_REGION": "eu-west-1"}}}
     monkeypatch.setenv("RAY_JOB_CONFIG_JSON_ENV_VAR", json.dumps(job))
     env = runtime_env(plan)  # type: ignore[arg-type]
-    assert "py_modules" not in env and "AWS_ACCESS_KEY_ID" not in env["env_vars"]
+    assert "py_modules" not in env and "AWS_REGION" not in env["env_vars"]
     assert env["env_vars"]["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
 
 

@@ -121,6 +121,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--shared-storage", action="store_true",
                    help="with --address: the local --storage-path is a mount every node shares at the same path")
     s.add_argument("--resume", action="store_true", help="continue the named (or latest) search of method/dataset")
+    s.add_argument("--forward-secrets", action="store_true",
+                   help="with --address, also hand the driver's AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, "
+                        "AWS_SESSION_TOKEN, MLFLOW_TRACKING_USERNAME/PASSWORD/TOKEN to the trials in the Ray job's "
+                        "runtime environment, which Ray stores and shows to whoever reaches its dashboard or Jobs "
+                        "API; without it the nodes must have their own credentials (docs/cluster.md, Security)")
     s.add_argument("--tracking-uri", help="MLflow tracking server (default: sqlite under --storage-path)")
     s.add_argument("--optuna-storage", metavar="URL",
                    help="SQLAlchemy URL of the Optuna study's database, e.g. postgresql://user@host/db with the "
@@ -397,6 +402,6 @@ def main(argv: list[str] | None = None) -> int:
         if plan.gpus_per_trial == 0 and plan.workers_per_trial == 1:  # GPUs: the running estimate only
             print("\n".join(cost.start_message(plan, cost.core_matmul_flops())), flush=True)
         from tuning.driver.runner import run_search
-        return run_search(plan, resumed, args.address, budget)
+        return run_search(plan, resumed, args.address, budget, args.forward_secrets)
 
 

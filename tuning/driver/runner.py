@@ -125,9 +125,10 @@ def reporter(plan: SearchPlan, space: Any) -> tune.CLIReporter:
                             sort_by_metric=True)
 
 
-def run_search(plan: SearchPlan, resumed: bool, address: str | None, time_budget: float | None = None) -> int:
+def run_search(plan: SearchPlan, resumed: bool, address: str | None, time_budget: float | None = None,
+               forward_secrets: bool = False) -> int:
     cost_watch.set_budget(time_budget)
-    start_ray(address, plan.workers_per_trial, runtime_env(plan))
+    start_ray(address, plan.workers_per_trial, runtime_env(plan, forward_secrets))
     # after ray.init (which installs its own): a job manager's SIGTERM takes Tune's graceful
     # SIGINT path, so the state is saved and the search can be resumed
     signal.signal(signal.SIGTERM, lambda *_: os.kill(os.getpid(), signal.SIGINT))
