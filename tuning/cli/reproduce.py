@@ -231,6 +231,10 @@ def prepare(args: argparse.Namespace) -> tuple[GridPlan, bool]:
     P.check_resources(cpus, gpus, local=args.address is None, workers=args.workers_per_trial)
     if args.max_concurrent is not None and args.max_concurrent < 1:
         raise ValueError(f"--max-concurrent {args.max_concurrent} must be >= 1")
+    if args.tracking_uri and secrets.has_password(args.tracking_uri):
+        raise ValueError(f"--tracking-uri {secrets.mask(args.tracking_uri)} carries a password, which would be "
+                         f"stored with the reproduction; give the credentials as MLFLOW_TRACKING_USERNAME and "
+                         f"MLFLOW_TRACKING_PASSWORD (on every node) instead")
     uri = args.tracking_uri or mlflow_log.default_uri(storage)
     mlflow_log.check_store(uri)
     numbers = load_numbers(args.paper_numbers)

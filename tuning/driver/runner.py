@@ -3,6 +3,7 @@ Optuna TPE, a concurrency limit and ASHA, run it, close the MLflow runs, write t
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
@@ -25,6 +26,7 @@ from tuning.plan import cost
 from tuning.plan.search_plan import SearchPlan
 from tuning.plan.settings import TIME_ATTR
 from tuning.record import mlflow_log, optuna_study
+from tuning.trial.ray_internals import tune_keeps_credentials
 from tuning.trial.spec import Location, Resources, Tracking, TrialSpec
 from tuning.trial.trainable import trial_dirname, tune_trainable
 
@@ -152,8 +154,9 @@ def run_search(plan: SearchPlan, resumed: bool, address: str | None, time_budget
                                        resume_errored=True, storage_filesystem=fs)
         else:
             tuner = build_tuner(plan)
-        try:
-            tuner.fit()
+        try:  # the nodes have their own credentials, unless --forward-secrets
+            with contextlib.nullcontext() if forward_secrets else tune_keeps_credentials():
+                tuner.fit()
         except Exception:
             mlflow_log.terminate(plan.tracking_uri, plan.parent_run_id, "FAILED")
             raise
