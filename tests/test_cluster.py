@@ -380,3 +380,113 @@ def test_ray_default_decides_the_placement_group_cleaner(monkeypatch) -> None:
     monkeypatch.setattr(builtins, "__import__", real_import)
     monkeypatch.setitem(sys.modules, "ray.dashboard.optional_deps", SimpleNamespace())
     assert ddp.has_ray_default() and ddp.trainer_class() is TorchTrainer
+
+
+# ---------------------------------------------------------------- a cluster safe on a shared network
+
+
+def test_docs_hold_the_commands_the_tests_run() -> None:
+    """docs/cluster.md starts the tracking server and the Ray nodes with the commands the
+    tests run (clusterkit's templates, with the docs' values)."""
+    import re
+    docs = (Path(__file__).resolve().parent.parent / "docs" / "cluster.md").read_text()
+    flat = re.sub(r"\s+", " ", docs.replace("\\\n", " "))
+    for template, values in K.DOC_VALUES.items():
+        assert template.format(**values) in flat, template.format(**values)
+    assert "RAY_AUTH_MODE=token" in flat and "ray get-auth-token --generate" in flat
+    assert "MLFLOW_TRACKING_USERNAME" in flat and "MLFLOW_TRACKING_PASSWORD" in flat
+    assert "--dashboard-host 0.0.0.0" not in flat and "--host 0.0.0.0" not in flat
+
+
+@pytest.fixture(scope="module")
+def secure(s3: K.S3, tmp_path_factory: pytest.TempPathFactory):
+    """PostgreSQL, the MLflow server as the docs start it (basic auth, --allowed-hosts) and a
+    Ray cluster with token authentication whose nodes have their own credentials."""
+    logs = tmp_path_factory.mktemp("secure-logs")
+    with contextlib.ExitStack() as stack:
+        pg = stack.enter_context(K.postgres(logs))
+        pg.create_database("optunadb")
+        server = stack.enter_context(K.mlflow_server(pg, s3, logs, admin_password=SECRETS["MLFLOW_TRACKING_PASSWORD"]))
+        provision = {**K.CREDENTIALS, **server.credentials}  # the nodes' own: not the driver's
+        cluster = stack.enter_context(K.token_ray_cluster(logs, workers=1, cpus=2, provision=provision))
+        yield SimpleNamespace(s3=s3, pg=pg, server=server, cluster=cluster, logs=logs)
+
+
+@pytest.mark.slow
+def test_tracking_server_refuses_clients_without_credentials_and_unknown_hosts(secure) -> None:
+    server = secure.server
+    admin = ("admin", SECRETS["MLFLOW_TRACKING_PASSWORD"])
+    assert server.status() == 401
+    assert server.status(auth=("admin", "wrong")) == 401
+    assert server.status(auth=admin) == 200
+    assert server.status(host=K.MLFLOW_HOST, auth=admin) == 200  # the name the docs give clients
+    assert server.status(host="other-host", auth=admin) == 403
+    # the same server without --allowed-hosts refuses the documented name (MLflow's DNS-rebinding guard)
+    with K.mlflow_server(secure.pg, secure.s3, secure.logs, admin_password=admin[1], allow_hosts=False) as plain:
+        assert plain.status(auth=admin) == 200
+        assert plain.status(host=K.MLFLOW_HOST, auth=admin) == 403
+
+
+@pytest.mark.slow
+def test_ray_nodes_refuse_a_client_without_the_token(secure) -> None:
+    cluster = secure.cluster
+    ok, out = cluster.connects(cluster.client_env)
+    assert ok and "alive nodes 2" in out, out[-2000:]
+    for env in ({}, {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": "0" * 64}):
+        ok, out = cluster.connects(env)
+        assert not ok, out[-2000:]
+
+
+def secret_values(pg_password: str) -> list[str]:
+    return [SECRETS["AWS_SECRET_ACCESS_KEY"], SECRETS["MLFLOW_TRACKING_PASSWORD"], pg_password]
+
+
+def files_holding(root: Path, needles: list[str]) -> list[str]:
+    """'file: secret' for each needle found in a regular file under ``root``."""
+    found = []
+    for path in root.rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            with contextlib.suppress(OSError):
+                data = path.read_bytes()
+                for n in needles:
+                    at = data.find(n.encode())
+                    if at >= 0:
+                        found.append(f"{path}: {data[max(0, at - 300):at + 60].decode(errors='replace')}")
+    return found
+
+
+@pytest.mark.slow
+def test_secure_cluster_search_leaves_no_secret_anywhere(tiny, secure, tmp_path: Path) -> None:
+    name, trials, epochs = "sec1", 2, 2
+    pg_password = "made-up-pg-pw-0xE5"
+    optuna_url = f"postgresql://mlflow:{pg_password}@127.0.0.1:{secure.pg.port}/optunadb"  # (trust auth: ignored)
+    parts = SimpleNamespace(s3=secure.s3, server=secure.server, cluster=secure.cluster)
+    args = [*cluster_args(tiny, parts, name, trials, epochs), "--optuna-storage", optuna_url]
+    cwd, home, log = tmp_path / "driver", tmp_path / "home", tmp_path / "driver.log"
+    cwd.mkdir()
+    home.mkdir()
+    env = {k: v for k, v in driver_env(home).items() if not k.startswith("RAY_AUTH")}
+    env |= {"AWS_SECRET_ACCESS_KEY": SECRETS["AWS_SECRET_ACCESS_KEY"],  # moto takes any key
+            **secure.server.credentials, **secure.cluster.client_env}
+    driver = subprocess.Popen([sys.executable, str(SEARCH), *args], cwd=cwd, env=env, stdout=log.open("w"),
+                              stderr=subprocess.STDOUT, start_new_session=True)
+    out = finish(driver, log, timeout=900)
+    needles = secret_values(pg_password)
+
+    runs = trial_runs(secure.pg, name)  # the trials logged through the authenticated server
+    assert len(runs) == trials and all(r[1] == "FINISHED" for r in runs), runs
+    assert not [n for n in needles if n in out], out[-3000:]
+    client = secure.s3.client()
+    for prefix in (f"hpo/{name}/", "mlartifacts/"):
+        keys = secure.s3.keys(prefix)
+        assert keys, prefix
+        for key in keys:
+            body = client.get_object(Bucket=secure.s3.bucket, Key=key)["Body"].read()
+            assert not [n for n in needles if n.encode() in body], key
+    tracking = secure.pg.dump()  # params, tags, the note with the command line, datasets, ...
+    assert "postgresql://mlflow:***@127.0.0.1" in tracking  # the Optuna URL is recorded, masked
+    assert not [n for n in needles if n in tracking]
+    # what Ray was handed and keeps (the job's runtime environment, in its nodes' logs and sessions)
+    assert files_holding(secure.cluster.temp_dir, ["MLFLOW_TRACKING_URI"]), "Ray's files show no runtime env"
+    assert files_holding(secure.cluster.temp_dir, needles) == []
+    assert files_holding(cwd, needles) == [] and files_holding(home, needles) == []
