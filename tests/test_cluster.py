@@ -2,7 +2,11 @@
 (no CPUs) and two worker nodes, moto's S3 server, PostgreSQL and an MLflow tracking server
 on it with artifacts in S3. The search runs with --address, --storage-path s3://... and
 --tracking-uri http://...; its driver is SIGKILLed and the search resumed from the object
-store; the tracking server is stopped mid-search. Also, without the cluster: storage
+store; the tracking server is stopped mid-search. The safe cluster of docs/cluster.md's
+Security section (the commands of clusterkit's templates, which the docs are checked
+against): the MLflow server with basic auth and --allowed-hosts, Ray nodes with token
+authentication, and a search whose environment and flags carry made-up secrets that leaves
+no trace of them anywhere. Also, without the cluster: storage
 through pyarrow (local and S3), the --address refusals, the job's runtime environment,
 the dataset check on a trial's node and the choice of Ray Train's placement-group cleaner.
 
