@@ -2,7 +2,11 @@
 (no CPUs) and two worker nodes, moto's S3 server, PostgreSQL and an MLflow tracking server
 on it with artifacts in S3. The search runs with --address, --storage-path s3://... and
 --tracking-uri http://...; its driver is SIGKILLed and the search resumed from the object
-store; the tracking server is stopped mid-search. Also, without the cluster: storage
+store; the tracking server is stopped mid-search. The safe cluster of docs/cluster.md's
+Security section (the commands of clusterkit's templates, which the docs are checked
+against): the MLflow server with basic auth and --allowed-hosts, Ray nodes with token
+authentication, and a search whose environment and flags carry made-up secrets that leaves
+no trace of them anywhere. Also, without the cluster: storage
 through pyarrow (local and S3), the --address refusals, the job's runtime environment,
 the dataset check on a trial's node and the choice of Ray Train's placement-group cleaner.
 
@@ -300,29 +304,40 @@ def test_storage_on_s3_plan_and_latest_search(s3: K.S3, tiny, tmp_path: Path, mo
         open_storage("s3://b/x", "http://127.0.0.1:1").check()
 
 
-def test_runtime_env_carries_mlflow_and_object_store_settings_but_not_no_retry(monkeypatch) -> None:
+SECRETS = {"AWS_ACCESS_KEY_ID": "AKIAMADEUP", "AWS_SECRET_ACCESS_KEY": "made-up-aws-secret-0xA1",
+           "AWS_SESSION_TOKEN": "made-up-session-0xB2", "MLFLOW_TRACKING_USERNAME": "alice",
+           "MLFLOW_TRACKING_PASSWORD": "made-up-tracking-pw-0xC3", "MLFLOW_TRACKING_TOKEN": "made-up-token-0xD4"}
+
+
+def test_runtime_env_carries_settings_but_no_secret_unless_asked(monkeypatch) -> None:
+    from tuning.driver.cluster import NODE_ENV_NAMES
     from tuning.driver.runner import runtime_env
     from tuning.plan.search_plan import SearchPlan
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "key")
-    monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", "token")
+    for k in NODE_ENV_NAMES:
+        monkeypatch.delenv(k, raising=False)
+    for k, v in SECRETS.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.setenv("AWS_REGION", "eu-west-1")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # the driver's fail-fast pre-flight setting
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
+    monkeypatch.setenv("MLFLOW_SOMETHING_NEW", "x")  # not on the allow-list: not forwarded
     monkeypatch.setenv("UNRELATED", "x")
     monkeypatch.delenv("MLFLOW_S3_ENDPOINT_URL", raising=False)
     plan = SimpleNamespace(tracking_uri="http://mlflow:5000", storage_endpoint="http://minio:9000",
                            storage=open_storage("s3://b/hpo", "http://minio:9000"))
     env = runtime_env(plan)  # type: ignore[arg-type]
     assert {"spmi", "tuning"} == {Path(p).name for p in env["py_modules"]}
-    assert env["env_vars"]["AWS_ACCESS_KEY_ID"] == "key" and env["env_vars"]["MLFLOW_TRACKING_TOKEN"] == "token"
-    assert env["env_vars"]["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
-    assert env["env_vars"]["MLFLOW_S3_ENDPOINT_URL"] == "http://minio:9000"
-    assert not {"MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT", "UNRELATED"} & set(env["env_vars"])
+    assert env["env_vars"] == {"MLFLOW_TRACKING_URI": "http://mlflow:5000",
+                               "MLFLOW_S3_ENDPOINT_URL": "http://minio:9000", "AWS_REGION": "eu-west-1"}
+    assert not any(v in json.dumps(env) for v in SECRETS.values())
+    forwarded = runtime_env(plan, forward_secrets=True)  # type: ignore[arg-type]
+    assert forwarded["env_vars"] == {**env["env_vars"], **SECRETS}
     assert SearchPlan  # (the real plan type has these attributes)
     # inside `ray job submit --runtime-env-json ...`: what the job sets is not set again (Ray refuses that)
-    job = {"runtime_env": {"py_modules": ["s3://x/code.zip"], "env_vars": {"AWS_ACCESS_KEY_ID": "key"}}}
+    job = {"runtime_env": {"py_modules": ["s3://x/code.zip"], "env_vars": {"AWS_REGION": "eu-west-1"}}}
     monkeypatch.setenv("RAY_JOB_CONFIG_JSON_ENV_VAR", json.dumps(job))
     env = runtime_env(plan)  # type: ignore[arg-type]
-    assert "py_modules" not in env and "AWS_ACCESS_KEY_ID" not in env["env_vars"]
+    assert "py_modules" not in env and "AWS_REGION" not in env["env_vars"]
     assert env["env_vars"]["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
 
 
@@ -369,3 +384,113 @@ def test_ray_default_decides_the_placement_group_cleaner(monkeypatch) -> None:
     monkeypatch.setattr(builtins, "__import__", real_import)
     monkeypatch.setitem(sys.modules, "ray.dashboard.optional_deps", SimpleNamespace())
     assert ddp.has_ray_default() and ddp.trainer_class() is TorchTrainer
+
+
+# ---------------------------------------------------------------- a cluster safe on a shared network
+
+
+def test_docs_hold_the_commands_the_tests_run() -> None:
+    """docs/cluster.md starts the tracking server and the Ray nodes with the commands the
+    tests run (clusterkit's templates, with the docs' values)."""
+    import re
+    docs = (Path(__file__).resolve().parent.parent / "docs" / "cluster.md").read_text()
+    flat = re.sub(r"\s+", " ", docs.replace("\\\n", " "))
+    for template, values in K.DOC_VALUES.items():
+        assert template.format(**values) in flat, template.format(**values)
+    assert "RAY_AUTH_MODE=token" in flat and "ray get-auth-token --generate" in flat
+    assert "MLFLOW_TRACKING_USERNAME" in flat and "MLFLOW_TRACKING_PASSWORD" in flat
+    assert "--dashboard-host 0.0.0.0" not in flat and "--host 0.0.0.0" not in flat
+
+
+@pytest.fixture(scope="module")
+def secure(s3: K.S3, tmp_path_factory: pytest.TempPathFactory):
+    """PostgreSQL, the MLflow server as the docs start it (basic auth, --allowed-hosts) and a
+    Ray cluster with token authentication whose nodes have their own credentials."""
+    logs = tmp_path_factory.mktemp("secure-logs")
+    with contextlib.ExitStack() as stack:
+        pg = stack.enter_context(K.postgres(logs))
+        pg.create_database("optunadb")
+        server = stack.enter_context(K.mlflow_server(pg, s3, logs, admin_password=SECRETS["MLFLOW_TRACKING_PASSWORD"]))
+        provision = {**K.CREDENTIALS, **server.credentials}  # the nodes' own: not the driver's
+        cluster = stack.enter_context(K.token_ray_cluster(logs, workers=1, cpus=2, provision=provision))
+        yield SimpleNamespace(s3=s3, pg=pg, server=server, cluster=cluster, logs=logs)
+
+
+@pytest.mark.slow
+def test_tracking_server_refuses_clients_without_credentials_and_unknown_hosts(secure) -> None:
+    server = secure.server
+    admin = ("admin", SECRETS["MLFLOW_TRACKING_PASSWORD"])
+    assert server.status() == 401
+    assert server.status(auth=("admin", "wrong")) == 401
+    assert server.status(auth=admin) == 200
+    assert server.status(host=K.MLFLOW_HOST, auth=admin) == 200  # the name the docs give clients
+    assert server.status(host="other-host", auth=admin) == 403
+    # the same server without --allowed-hosts refuses the documented name (MLflow's DNS-rebinding guard)
+    with K.mlflow_server(secure.pg, secure.s3, secure.logs, admin_password=admin[1], allow_hosts=False) as plain:
+        assert plain.status(auth=admin) == 200
+        assert plain.status(host=K.MLFLOW_HOST, auth=admin) == 403
+
+
+@pytest.mark.slow
+def test_ray_nodes_refuse_a_client_without_the_token(secure) -> None:
+    cluster = secure.cluster
+    ok, out = cluster.connects(cluster.client_env)
+    assert ok and "alive nodes 2" in out, out[-2000:]
+    for env in ({}, {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": "0" * 64}):
+        ok, out = cluster.connects(env)
+        assert not ok, out[-2000:]
+
+
+def secret_values(pg_password: str) -> list[str]:
+    return [SECRETS["AWS_SECRET_ACCESS_KEY"], SECRETS["MLFLOW_TRACKING_PASSWORD"], pg_password]
+
+
+def files_holding(root: Path, needles: list[str]) -> list[str]:
+    """'file: secret' for each needle found in a regular file under ``root``."""
+    found = []
+    for path in root.rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            with contextlib.suppress(OSError):
+                data = path.read_bytes()
+                for n in needles:
+                    at = data.find(n.encode())
+                    if at >= 0:
+                        found.append(f"{path}: {data[max(0, at - 300):at + 60].decode(errors='replace')}")
+    return found
+
+
+@pytest.mark.slow
+def test_secure_cluster_search_leaves_no_secret_anywhere(tiny, secure, tmp_path: Path) -> None:
+    name, trials, epochs = "sec1", 2, 2
+    pg_password = "made-up-pg-pw-0xE5"
+    optuna_url = f"postgresql://mlflow:{pg_password}@127.0.0.1:{secure.pg.port}/optunadb"  # (trust auth: ignored)
+    parts = SimpleNamespace(s3=secure.s3, server=secure.server, cluster=secure.cluster)
+    args = [*cluster_args(tiny, parts, name, trials, epochs), "--optuna-storage", optuna_url]
+    cwd, home, log = tmp_path / "driver", tmp_path / "home", tmp_path / "driver.log"
+    cwd.mkdir()
+    home.mkdir()
+    env = {k: v for k, v in driver_env(home).items() if not k.startswith("RAY_AUTH")}
+    env |= {"AWS_SECRET_ACCESS_KEY": SECRETS["AWS_SECRET_ACCESS_KEY"],  # moto takes any key
+            **secure.server.credentials, **secure.cluster.client_env}
+    driver = subprocess.Popen([sys.executable, str(SEARCH), *args], cwd=cwd, env=env, stdout=log.open("w"),
+                              stderr=subprocess.STDOUT, start_new_session=True)
+    out = finish(driver, log, timeout=900)
+    needles = secret_values(pg_password)
+
+    runs = trial_runs(secure.pg, name)  # the trials logged through the authenticated server
+    assert len(runs) == trials and all(r[1] == "FINISHED" for r in runs), runs
+    assert not [n for n in needles if n in out], out[-3000:]
+    client = secure.s3.client()
+    for prefix in (f"hpo/{name}/", "mlartifacts/"):
+        keys = secure.s3.keys(prefix)
+        assert keys, prefix
+        for key in keys:
+            body = client.get_object(Bucket=secure.s3.bucket, Key=key)["Body"].read()
+            assert not [n for n in needles if n.encode() in body], key
+    tracking = secure.pg.dump()  # params, tags, the note with the command line, datasets, ...
+    assert "postgresql://mlflow:***@127.0.0.1" in tracking  # the Optuna URL is recorded, masked
+    assert not [n for n in needles if n in tracking]
+    # what Ray was handed and keeps (the job's runtime environment, in its nodes' logs and sessions)
+    assert files_holding(secure.cluster.temp_dir, ["MLFLOW_TRACKING_URI"]), "Ray's files show no runtime env"
+    assert files_holding(secure.cluster.temp_dir, needles) == []
+    assert files_holding(cwd, needles) == [] and files_holding(home, needles) == []

@@ -180,6 +180,8 @@ def test_interval_is_the_student_t_interval_of_the_mean() -> None:
     (["--datasets", "fmnist", "--setting", "fmnist:20:0.3", "--val-size", "50", "--config-from",
       "fmnist/spmi=search:none"], "holds no search"),
     (["--resume"], "--resume: no table under"),
+    (["--datasets", "fmnist", "--setting", "fmnist:20:0.3", "--val-size", "50", "--tracking-uri",
+      "http://alice:s3cr3t@127.0.0.1:1"], "--tracking-uri http://alice:***@127.0.0.1:1 carries a password"),
 ])
 def test_bad_input_is_one_line_before_ray_starts(argv: list[str], words: str, tmp_path: Path,
                                                  capsys: pytest.CaptureFixture) -> None:

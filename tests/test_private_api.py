@@ -45,3 +45,23 @@ def test_train_reports_are_logged_where_the_quieting_looks():
     logging.getLogger(context.__file__).setLevel(logging.INFO)
     quiet_train_reports()
     assert logging.getLogger(context.__file__).level == logging.WARNING
+
+
+def test_trial_actors_get_no_aws_credentials_from_tune_while_the_search_keeps_them(monkeypatch):
+    """Ray Tune copies the driver's AWS credentials into each trial actor's runtime
+    environment (ray/tune/execution/class_cache.py); ``tune_keeps_credentials`` stops that."""
+    from ray.tune.execution.class_cache import _ActorClassCache
+
+    from tuning.trial.ray_internals import tune_keeps_credentials
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "made-up-secret")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "made-up-id")
+
+    class Trainable:
+        pass
+
+    def actor_env() -> dict:
+        return _ActorClassCache().get(Trainable)._default_options["runtime_env"]["env_vars"]
+    assert actor_env()["AWS_SECRET_ACCESS_KEY"] == "made-up-secret"  # Tune's own behaviour
+    with tune_keeps_credentials():
+        assert not {"AWS_SECRET_ACCESS_KEY", "AWS_ACCESS_KEY_ID"} & set(actor_env())
+    assert actor_env()["AWS_SECRET_ACCESS_KEY"] == "made-up-secret"

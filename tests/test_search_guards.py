@@ -30,7 +30,7 @@ def no_ray(monkeypatch: pytest.MonkeyPatch) -> list:
     import tuning.driver.runner
     calls: list = []
 
-    def fake(plan, resumed, address, time_budget=None):
+    def fake(plan, resumed, address, time_budget=None, forward_secrets=False):
         calls.append((plan, resumed))
         return 0
     monkeypatch.setattr(tuning.driver.runner, "run_search", fake)
@@ -152,7 +152,7 @@ def test_the_driver_holds_the_lock_while_it_runs(tiny, tmp_path, monkeypatch) ->
     storage = tmp_path / "hpo"
     seen = []
 
-    def fake(plan, resumed, address, time_budget=None):
+    def fake(plan, resumed, address, time_budget=None, forward_secrets=False):
         probe = subprocess.run([sys.executable, "-c", HOLD, str(storage / "held")], capture_output=True,
                                text=True, timeout=60)
         seen.append(probe.returncode)

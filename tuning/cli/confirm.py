@@ -29,7 +29,7 @@ from tuning.driver.grid import all_done, run_grid
 from tuning.driver.runner import finished, interrupted
 from tuning.plan import search_plan as P
 from tuning.plan.grid_plan import Cell, ConfirmSettings, GridPlan, TopConfig, load_grid
-from tuning.record import mlflow_log
+from tuning.record import mlflow_log, secrets
 from tuning.results.confirmation import Verdict, fmt4, metric_names, render, summary
 
 GRID_NAME, PLAN_FILE, ROLE = "confirm", "confirm.json", "confirm"
@@ -179,11 +179,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         grid, search, resumed = prepare(args)
     except (ValueError, DataError) as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {secrets.mask(str(err))}", file=sys.stderr)
         return 2
     if not resumed:
-        grid = dataclasses.replace(grid, command=command() + " "
-                                   + shlex.join(sys.argv[1:] if argv is None else argv))
+        grid = dataclasses.replace(grid, command=secrets.mask(command() + " " + shlex.join(
+            sys.argv[1:] if argv is None else argv)))
         grid.save()
     states = run_grid(grid, resumed, args.address)
     if states is None:

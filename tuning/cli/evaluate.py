@@ -18,6 +18,7 @@ import sys
 
 from spmi.cli_options import DefaultsFormatter, invoked_as
 from tuning.cli.environment import apply_environment
+from tuning.record import secrets
 
 
 def evaluate(model_uri: str, tracking_uri: str, data_root: str | None = None, device: str = "cpu",
@@ -60,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
                        False if args.no_verify_data else None)
     except Exception as err:  # MLflow and data errors: one line
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        print(f"error: {args.model}: {first}", file=sys.stderr)
+        print(secrets.mask(f"error: {args.model}: {first}"), file=sys.stderr)
         return 2
     meta = out["metadata"]
     print(f"{args.model}: test accuracy {out['accuracy']:.4f} ({out['correct']}/{out['total']}) on {meta['dataset']}")

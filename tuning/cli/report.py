@@ -13,6 +13,7 @@ import sys
 
 from spmi.cli_options import DefaultsFormatter, invoked_as
 from tuning.cli.environment import apply_environment
+from tuning.record import secrets
 from tuning.results.report import make_report
 
 
@@ -27,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         report = make_report(args.experiment, log_mlflow=not args.no_mlflow, endpoint=args.storage_endpoint)
     except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {secrets.mask(str(err))}", file=sys.stderr)
         return 2
     print(report.summary())
     return 0

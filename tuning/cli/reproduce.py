@@ -32,7 +32,7 @@ from tuning.plan import search_plan as P
 from tuning.plan import settings as S
 from tuning.plan.grid_plan import Cell, GridPlan, SkippedCell, TableCell, TableSettings, load_grid
 from tuning.plan.paper_table import PAPER_METHODS, PAPER_ROWS, load_numbers
-from tuning.record import mlflow_log
+from tuning.record import mlflow_log, secrets
 from tuning.results import reproduction
 from tuning.results.trials import grid_results
 
@@ -231,6 +231,10 @@ def prepare(args: argparse.Namespace) -> tuple[GridPlan, bool]:
     P.check_resources(cpus, gpus, local=args.address is None, workers=args.workers_per_trial)
     if args.max_concurrent is not None and args.max_concurrent < 1:
         raise ValueError(f"--max-concurrent {args.max_concurrent} must be >= 1")
+    if args.tracking_uri and secrets.has_password(args.tracking_uri):
+        raise ValueError(f"--tracking-uri {secrets.mask(args.tracking_uri)} carries a password, which would be "
+                         f"stored with the reproduction; give the credentials as MLFLOW_TRACKING_USERNAME and "
+                         f"MLFLOW_TRACKING_PASSWORD (on every node) instead")
     uri = args.tracking_uri or mlflow_log.default_uri(storage)
     mlflow_log.check_store(uri)
     numbers = load_numbers(args.paper_numbers)
@@ -343,11 +347,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         grid, resumed = prepare(args)
     except (ValueError, DataError, SpaceError) as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {secrets.mask(str(err))}", file=sys.stderr)
         return 2
     if not resumed:
-        grid = dataclasses.replace(grid, command=command() + " "
-                                   + shlex.join(sys.argv[1:] if argv is None else argv))
+        grid = dataclasses.replace(grid, command=secrets.mask(command() + " " + shlex.join(
+            sys.argv[1:] if argv is None else argv)))
         try:
             grid = start_tracking(grid)
         except Exception as err:

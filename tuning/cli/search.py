@@ -30,7 +30,7 @@ from tuning.plan import search_plan as P
 from tuning.plan import settings as S
 from tuning.plan.selection import DEFAULT_EPOCH_RULE, EPOCH_RULES
 from tuning.plan.settings import PRESETS
-from tuning.record import mlflow_log
+from tuning.record import mlflow_log, secrets
 from tuning.record.storage import Storage, open_storage
 
 
@@ -121,10 +121,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--shared-storage", action="store_true",
                    help="with --address: the local --storage-path is a mount every node shares at the same path")
     s.add_argument("--resume", action="store_true", help="continue the named (or latest) search of method/dataset")
+    s.add_argument("--forward-secrets", action="store_true",
+                   help="with --address, also hand the driver's AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, "
+                        "AWS_SESSION_TOKEN, MLFLOW_TRACKING_USERNAME/PASSWORD/TOKEN to the trials in the Ray job's "
+                        "runtime environment, which Ray stores and shows to whoever reaches its dashboard or Jobs "
+                        "API; without it the nodes must have their own credentials (docs/cluster.md, Security)")
     s.add_argument("--tracking-uri", help="MLflow tracking server (default: sqlite under --storage-path)")
     s.add_argument("--optuna-storage", metavar="URL",
-                   help="SQLAlchemy URL of the Optuna study's database, e.g. postgresql://user:pw@host/db "
-                        "(default: sqlite under --storage-path); the study is named like the search")
+                   help="SQLAlchemy URL of the Optuna study's database, e.g. postgresql://user@host/db with the "
+                        "password in $PGPASSWORD or ~/.pgpass (default: sqlite under --storage-path); the study is "
+                        "named like the search. A password in the URL is used but never stored or shown: a "
+                        "--resume takes it from $PGPASSWORD/~/.pgpass or from --optuna-storage again")
     s.add_argument("--warm-start", metavar="NAME",
                    help="seed TPE with the evaluated trials of the earlier search NAME (same Optuna storage)")
     s.add_argument("--time-budget", metavar="DURATION",
@@ -170,6 +177,10 @@ def check_cluster_reach(address: str | None, storage: Storage, tracking_uri: str
 def prepare(args: argparse.Namespace) -> tuple[P.SearchPlan, bool]:
     """Resolve and check everything (no Ray yet); returns the plan and whether it resumes."""
     from tuning.plan.spaces import SpaceError  # noqa: F401  (a ValueError)
+    if args.tracking_uri and secrets.has_password(args.tracking_uri):
+        raise ValueError(f"--tracking-uri {secrets.mask(args.tracking_uri)} carries a password, which would be "
+                         f"stored with the search; give the credentials as MLFLOW_TRACKING_USERNAME and "
+                         f"MLFLOW_TRACKING_PASSWORD (on every node) instead")
     storage = open_storage(args.storage_path, args.storage_endpoint)
     if args.address and args.tracking_uri:
         check_cluster_reach(args.address, storage, args.tracking_uri, args.shared_storage)
@@ -265,10 +276,17 @@ def resumed_study(plan: P.SearchPlan, asked: str | None) -> P.SearchPlan:
     it holds the search's study, else the plan's (found beside a moved search folder)."""
     from tuning.record import optuna_study
     url = asked or plan.optuna_storage
-    if url and not optuna_study.study_exists(url, plan.name):
+    if not asked and secrets.is_masked(url):  # search.json keeps no password: the database client's own
+        url = secrets.without_password(url)
+    try:
+        found = not url or optuna_study.study_exists(url, plan.name)
+    except Exception as err:  # SQLAlchemy's own types: a refused password, an unreachable host
+        raise ValueError(f"--resume: the Optuna storage {secrets.mask(url)} cannot be opened ({err}); search.json "
+                         f"keeps no database password: give it as $PGPASSWORD or in ~/.pgpass") from None
+    if not found:
         hint = ("" if asked else "; if the database moved (or the search folder moved without its storage path's "
                 f"{optuna_study.STORAGE_FILE}), pass --optuna-storage URL of the one that holds it")
-        raise ValueError(f"--resume: the Optuna storage {url} has no study named {plan.name!r}{hint}")
+        raise ValueError(f"--resume: the Optuna storage {secrets.mask(url)} has no study named {plan.name!r}{hint}")
     return dataclasses.replace(plan, optuna_storage=url)
 
 
@@ -316,6 +334,7 @@ def start_tracking(plan: P.SearchPlan) -> P.SearchPlan:
         "num_samples", "max_epochs", "grace_period", "reduction_factor", "seed", "cpus_per_trial",
         "gpus_per_trial", "workers_per_trial", "max_concurrent", "space_path", "preset", "metric", "mode",
         "optuna_storage", "warm_start", "epoch_rule", "searcher", "scheduler")}
+    settings["search.optuna_storage"] = secrets.mask(settings["search.optuna_storage"] or "") or None
     settings |= {f"search.tpe.{k}": v for k, v in dataclasses.asdict(plan.tpe).items()} if plan.tpe else {}
     fixed = {k: v for k, v in all_params(plan.base_config).items() if k not in space.params}
     tags = {"dataset": plan.dataset, "method": plan.method, "git_commit": plan.git_commit, "metric": plan.metric,
@@ -361,11 +380,11 @@ def main(argv: list[str] | None = None) -> int:
         budget = cost.parse_duration(args.time_budget) if args.time_budget else None
         plan, resumed = prepare(args)
         if not resumed:
-            plan = dataclasses.replace(plan, command=command() + " "
-                                       + shlex.join(sys.argv[1:] if argv is None else argv))
+            plan = dataclasses.replace(plan, command=secrets.mask(command() + " " + shlex.join(
+                sys.argv[1:] if argv is None else argv)))
         lock = SearchLock(lock_folder(plan), plan.name).acquire()  # one driver per search
     except (ValueError, DataError) as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {secrets.mask(str(err))}", file=sys.stderr)
         return 2
     with lock:
         if not resumed and plan.storage.is_file(plan.name, P.PLAN_FILE):  # another driver started it meanwhile
@@ -378,11 +397,11 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 plan = start_tracking(plan)
             except Exception as err:  # MLflow raises its own types
-                print(f"error: could not set up MLflow at {plan.tracking_uri}: {err}", file=sys.stderr)
+                print(secrets.mask(f"error: could not set up MLflow at {plan.tracking_uri}: {err}"), file=sys.stderr)
                 return 2
         if plan.gpus_per_trial == 0 and plan.workers_per_trial == 1:  # GPUs: the running estimate only
             print("\n".join(cost.start_message(plan, cost.core_matmul_flops())), flush=True)
         from tuning.driver.runner import run_search
-        return run_search(plan, resumed, args.address, budget)
+        return run_search(plan, resumed, args.address, budget, args.forward_secrets)
 
 

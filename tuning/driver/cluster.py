@@ -15,19 +15,29 @@ from tuning.plan.settings import DRIVER_CPU, DRIVER_HEADROOM_CPUS, REPO_ROOT
 from tuning.record.storage import Storage
 from tuning.trial.spec import Resources
 
-# the environment every node's trials need: MLflow (tracking URI, S3 endpoint of artifacts,
-# credentials) and the object store (AWS_* credentials, region, endpoint), plus the few
-# Ray/Tune settings of the driver that change trial behaviour
-NODE_ENV_PREFIXES = ("MLFLOW_", "AWS_")
-NODE_ENV_NAMES = ("RAY_CHDIR_TO_TRIAL_DIR", "RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS")
-# the driver's own fail-fast settings of its pre-flight checks: trials keep MLflow's retries
-NODE_ENV_EXCLUDED = ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT")
+# the driver's settings that every node's trials need and that are no secrets (Ray stores a
+# job's runtime environment and shows it through its dashboard and Jobs API): where MLflow
+# and the object store are, how to reach them, and the Ray/Tune switches that change trials.
+# Not the driver's fail-fast settings of its pre-flight checks (trials keep MLflow's retries).
+NODE_ENV_NAMES = (
+    "MLFLOW_TRACKING_URI", "MLFLOW_S3_ENDPOINT_URL", "MLFLOW_S3_IGNORE_TLS", "MLFLOW_TRACKING_INSECURE_TLS",
+    "MLFLOW_TRACKING_SERVER_CERT_PATH", "MLFLOW_TRACKING_CLIENT_CERT_PATH", "MLFLOW_S3_UPLOAD_EXTRA_ARGS",
+    "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_CA_BUNDLE",
+    "RAY_CHDIR_TO_TRIAL_DIR", "RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS",
+)
+# credentials: provisioned on the nodes (environment, files, instance roles, a Kubernetes
+# Secret); forwarded only with --forward-secrets
+SECRET_NAMES = (
+    "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
+    "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN",
+)
 
 
-def node_env(plan: SearchPlan) -> dict[str, str]:
-    """``env_vars`` of the job's runtime environment: what trials on any node need."""
-    env = {k: v for k, v in os.environ.items()
-           if (k.startswith(NODE_ENV_PREFIXES) or k in NODE_ENV_NAMES) and k not in NODE_ENV_EXCLUDED}
+def node_env(plan: SearchPlan, forward_secrets: bool = False) -> dict[str, str]:
+    """``env_vars`` of the job's runtime environment: the driver's settings of NODE_ENV_NAMES
+    (no secrets), and with ``forward_secrets`` its credentials of SECRET_NAMES too."""
+    names = NODE_ENV_NAMES + (SECRET_NAMES if forward_secrets else ())
+    env = {k: os.environ[k] for k in names if k in os.environ}
     env["MLFLOW_TRACKING_URI"] = plan.tracking_uri
     if plan.storage_endpoint and plan.storage.scheme == "s3":
         env.setdefault("MLFLOW_S3_ENDPOINT_URL", plan.storage_endpoint)
@@ -42,7 +52,7 @@ def submitted_job_env() -> dict[str, Any]:
         return {}
 
 
-def runtime_env(plan: SearchPlan) -> dict[str, Any]:
+def runtime_env(plan: SearchPlan, forward_secrets: bool = False) -> dict[str, Any]:
     """The job's runtime environment on a cluster: the code (spmi/, tuning/) and ``node_env``.
     Inside a submitted job Ray merges it with the job's own and refuses a field or variable
     set twice: those the job sets are left to the job (its workers get them anyway)."""
@@ -50,7 +60,7 @@ def runtime_env(plan: SearchPlan) -> dict[str, Any]:
     env: dict[str, Any] = {}
     if "py_modules" not in job:
         env["py_modules"] = [str(REPO_ROOT / "spmi"), str(REPO_ROOT / "tuning")]
-    env_vars = {k: v for k, v in node_env(plan).items() if k not in (job.get("env_vars") or {})}
+    env_vars = {k: v for k, v in node_env(plan, forward_secrets).items() if k not in (job.get("env_vars") or {})}
     if env_vars:
         env["env_vars"] = env_vars
     return env

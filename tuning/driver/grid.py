@@ -21,6 +21,7 @@ from tuning.plan.grid_plan import GridPlan
 from tuning.plan.settings import METRIC, MODE
 from tuning.record import mlflow_log
 from tuning.record.storage import open_storage
+from tuning.trial.ray_internals import tune_keeps_credentials
 from tuning.trial.spec import Location, Resources, Tracking, TrialSpec
 from tuning.trial.trainable import trial_dirname, tune_trainable
 
@@ -74,7 +75,8 @@ def run_grid(plan: GridPlan, resumed: bool, address: str | None) -> dict[str, st
                                        resume_errored=True)
         else:
             tuner = build_tuner(plan)
-        tuner.fit()
+        with tune_keeps_credentials():  # the nodes have their own credentials
+            tuner.fit()
         states = trial_states(open_storage(plan.storage_path), plan.name)
     finally:
         ray.shutdown()

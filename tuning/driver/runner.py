@@ -3,6 +3,7 @@ Optuna TPE, a concurrency limit and ASHA, run it, close the MLflow runs, write t
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
@@ -25,6 +26,7 @@ from tuning.plan import cost
 from tuning.plan.search_plan import SearchPlan
 from tuning.plan.settings import TIME_ATTR
 from tuning.record import mlflow_log, optuna_study
+from tuning.trial.ray_internals import tune_keeps_credentials
 from tuning.trial.spec import Location, Resources, Tracking, TrialSpec
 from tuning.trial.trainable import trial_dirname, tune_trainable
 
@@ -125,9 +127,10 @@ def reporter(plan: SearchPlan, space: Any) -> tune.CLIReporter:
                             sort_by_metric=True)
 
 
-def run_search(plan: SearchPlan, resumed: bool, address: str | None, time_budget: float | None = None) -> int:
+def run_search(plan: SearchPlan, resumed: bool, address: str | None, time_budget: float | None = None,
+               forward_secrets: bool = False) -> int:
     cost_watch.set_budget(time_budget)
-    start_ray(address, plan.workers_per_trial, runtime_env(plan))
+    start_ray(address, plan.workers_per_trial, runtime_env(plan, forward_secrets))
     # after ray.init (which installs its own): a job manager's SIGTERM takes Tune's graceful
     # SIGINT path, so the state is saved and the search can be resumed
     signal.signal(signal.SIGTERM, lambda *_: os.kill(os.getpid(), signal.SIGINT))
@@ -151,8 +154,9 @@ def run_search(plan: SearchPlan, resumed: bool, address: str | None, time_budget
                                        resume_errored=True, storage_filesystem=fs)
         else:
             tuner = build_tuner(plan)
-        try:
-            tuner.fit()
+        try:  # the nodes have their own credentials, unless --forward-secrets
+            with contextlib.nullcontext() if forward_secrets else tune_keeps_credentials():
+                tuner.fit()
         except Exception:
             mlflow_log.terminate(plan.tracking_uri, plan.parent_run_id, "FAILED")
             raise

@@ -39,7 +39,7 @@ from ray.tune.search import Searcher
 
 from tuning.plan.selection import DEFAULT_EPOCH_RULE, Selection
 from tuning.plan.settings import TIME_ATTR
-from tuning.record import optuna_study
+from tuning.record import optuna_study, secrets
 from tuning.record.optuna_study import POINT_ATTR, RERUN_ATTR, WARM_ATTR
 
 log = logging.getLogger(__name__)
@@ -94,6 +94,7 @@ class AshaOptunaSearch(Searcher):
     def __getstate__(self) -> dict[str, Any]:
         state = {k: v for k, v in self.__dict__.items() if k not in ("study", "_db", "_study_id", "_reconciled")}
         state["_sampler"] = self.sampler
+        state["_url"] = secrets.mask(self._url)  # tuner.pkl is in the search's folder: no password there
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -103,6 +104,8 @@ class AshaOptunaSearch(Searcher):
         if "_selection" not in state:  # pickled before the epoch rule: the best epoch's metric
             self._selection = Selection(DEFAULT_EPOCH_RULE, self._max_epochs)
         self._url = _STUDY_URLS.get(self._name, self._url)
+        if secrets.is_masked(self._url):  # the database client's own password ($PGPASSWORD, ~/.pgpass)
+            self._url = secrets.without_password(self._url)
         self._open(sampler)
 
     # ------------------------------------------------------------ Tune's hooks

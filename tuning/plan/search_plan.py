@@ -35,7 +35,7 @@ from tuning.plan import settings as S
 from tuning.plan.fields import coerce, field_specs, nearest_hint, owned_by_search
 from tuning.plan.selection import DEFAULT_EPOCH_RULE, Selection, check_rule
 from tuning.plan.spaces import SearchSpace, load_space
-from tuning.record import mlflow_log, optuna_study
+from tuning.record import mlflow_log, optuna_study, secrets
 from tuning.record.storage import Storage, is_uri, open_storage
 
 PLAN_FILE, SPACE_COPY = "search.json", "space.yaml"
@@ -154,6 +154,9 @@ class SearchPlan:
     def to_dict(self) -> dict[str, Any]:
         """What ``search.json`` holds."""
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        # the Optuna URL's password stays in memory: a resume takes it from the database client's own
+        # sources ($PGPASSWORD, ~/.pgpass) or from --optuna-storage
+        out |= {k: secrets.mask(out[k]) for k in ("optuna_storage", "tracking_uri", "command") if out.get(k)}
         return out | {"base": self.base.to_dict(), "tpe": {} if self.tpe is None else dataclasses.asdict(self.tpe)}
 
     @classmethod

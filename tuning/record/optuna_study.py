@@ -14,6 +14,8 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
+from tuning.record import secrets
+
 STORAGE_FILE = "optuna.db"
 # user attributes of a study's trials: the index of the search's point it evaluates (an
 # enqueued point), the trial a rerun continues, the earlier study's trial a warm start copied
@@ -133,7 +135,7 @@ def storage(url: str) -> optuna.storages.RDBStorage:
     except Exception as err:  # SQLAlchemy / driver errors
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         hint = "; install its driver (e.g. pip install psycopg2-binary)" if "No module named" in first else ""
-        raise ValueError(f"Optuna storage {url} is not usable: {first}{hint}") from None
+        raise ValueError(f"Optuna storage {secrets.mask(url)} is not usable: {first}{hint}") from None
 
 
 def _engine_kwargs(url: str) -> dict[str, Any]:

@@ -21,7 +21,7 @@ import pandas as pd
 from spmi import tables
 from tuning.plan.search_plan import SearchPlan, load_plan
 from tuning.plan.selection import Selection
-from tuning.record import mlflow_log
+from tuning.record import mlflow_log, secrets
 from tuning.record.storage import Storage
 from tuning.results import plots
 from tuning.results.importance import Importance, at_common_budget
@@ -85,7 +85,7 @@ def mlflow_hint(plan: SearchPlan) -> str:
     if plan.optuna_storage:
         from tuning.record.optuna_study import dashboard_hint
         line += "\n" + dashboard_hint(plan.optuna_storage, plan.name)
-    return line
+    return secrets.mask(line)
 
 
 def _fmt(v: Any) -> str:
